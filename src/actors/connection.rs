@@ -1,0 +1,416 @@
+//! `ConnectionActor`: one per job server. Connects, registers the function, runs the
+//! grab loop (GRAB_JOB_UNIQ / NO_JOB / PRE_SLEEP / NOOP), hands each job to the controller
+//! and writes its WORK_COMPLETE together with the next grab in one write. On any failure
+//! it waits out the back-off and stops, and its `actix::Supervisor` starts it again.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{debug, info, warn, Logger};
+use tokio::io::WriteHalf;
+use tokio::sync::oneshot;
+use crate::transport::TlsConnector;
+use tokio_util::codec::FramedRead;
+
+use super::controller::{Job, JobAnswer};
+use super::supervisor::Backoff;
+use crate::config::{Keepalive, ServerAddr};
+use crate::gearman::{CodecError, GearmanCodec, Packet};
+use crate::transport::{self, BoxStream};
+
+/// Silence after which the worker pings its job server with ECHO_REQ; a ping that gets
+/// no answer within the same time drops the connection.
+pub const PING_AFTER: Duration = Duration::from_secs(30);
+
+/// Where a connection is in its life, as metrics and health checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    Connecting = 0,
+    /// Registered, waiting for the answer to a grab.
+    Grabbing = 1,
+    /// PRE_SLEEP sent, waiting for NOOP.
+    Sleeping = 2,
+    /// At least one job in hand.
+    Working = 3,
+    BackingOff = 4,
+}
+
+impl ConnState {
+    pub const ALL: [ConnState; 5] =
+        [ConnState::Connecting, ConnState::Grabbing, ConnState::Sleeping, ConnState::Working, ConnState::BackingOff];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Grabbing => "grabbing",
+            ConnState::Sleeping => "sleeping",
+            ConnState::Working => "working",
+            ConnState::BackingOff => "backing_off",
+        }
+    }
+
+    fn from_u8(v: u8) -> ConnState {
+        ConnState::ALL.get(v as usize).copied().unwrap_or(ConnState::Connecting)
+    }
+
+    /// Registered with the job server and able to take jobs.
+    pub fn is_connected(self) -> bool {
+        matches!(self, ConnState::Grabbing | ConnState::Sleeping | ConnState::Working)
+    }
+}
+
+/// A connection's state, shared with the metrics page (lock-free except the error text).
+#[derive(Debug)]
+pub struct ConnectionStatus {
+    pub server: String,
+    state: AtomicU8,
+    pub reconnects: AtomicU64,
+    pub jobs: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl ConnectionStatus {
+    pub fn new(server: String) -> Self {
+        ConnectionStatus {
+            server,
+            state: AtomicU8::new(ConnState::Connecting as u8),
+            reconnects: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn state(&self) -> ConnState {
+        ConnState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    fn set_state(&self, s: ConnState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn set_last_error(&self, e: &str) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = e.to_string();
+        }
+    }
+}
+
+/// Everything a connection needs that does not change between reconnects.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    pub server: ServerAddr,
+    pub function: Bytes,
+    pub client_id: Bytes,
+    pub tls: Option<TlsConnector>,
+    pub keepalive: Option<Keepalive>,
+    pub max_packet_bytes: u32,
+    pub prefetch: usize,
+}
+
+/// Stop taking jobs; resolves once no job is in hand (graceful stop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+type Writer = FramedWrite<Packet, WriteHalf<BoxStream>, GearmanCodec>;
+
+pub struct ConnectionActor {
+    config: ConnectionConfig,
+    name: Arc<str>,
+    controller: Recipient<Job>,
+    log: Logger,
+    backoff: Backoff,
+    status: Arc<ConnectionStatus>,
+    /// A failure series is being logged (so retries go to debug).
+    down_logged: bool,
+    draining: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+    // Per-connection state, reset on every (re)start.
+    writer: Option<Writer>,
+    in_hand: usize,
+    grab_outstanding: bool,
+    healthy: bool,
+    failed: bool,
+    last_rx: Instant,
+    ping_outstanding: bool,
+}
+
+impl ConnectionActor {
+    pub fn new(
+        config: ConnectionConfig,
+        controller: Recipient<Job>,
+        backoff: Backoff,
+        status: Arc<ConnectionStatus>,
+        log: &Logger,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(config.server.host_port());
+        ConnectionActor {
+            log: log.new(slog::o!("server" => name.to_string())),
+            name,
+            config,
+            controller,
+            backoff,
+            status,
+            down_logged: false,
+            draining: false,
+            drain_waiters: Vec::new(),
+            writer: None,
+            in_hand: 0,
+            grab_outstanding: false,
+            healthy: false,
+            failed: false,
+            last_rx: Instant::now(),
+            ping_outstanding: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.writer = None;
+        self.in_hand = 0;
+        self.grab_outstanding = false;
+        self.healthy = false;
+        self.failed = false;
+        self.last_rx = Instant::now();
+        self.ping_outstanding = false;
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if let Some(w) = self.writer.as_mut() {
+            w.write(packet);
+        }
+    }
+
+    fn connected(&mut self, stream: BoxStream, ctx: &mut Context<Self>) {
+        let (read, write) = tokio::io::split(stream);
+        let max = self.config.max_packet_bytes;
+        ctx.add_stream(FramedRead::new(read, GearmanCodec::client(max)));
+        self.writer = Some(FramedWrite::new(write, GearmanCodec::client(max), ctx));
+        self.last_rx = Instant::now();
+        self.send(Packet::SetClientId { id: self.config.client_id.clone() });
+        self.send(Packet::CanDo { function: self.config.function.clone() });
+        self.grab(ctx);
+        debug!(self.log, "registered"; "function" => String::from_utf8_lossy(&self.config.function).into_owned());
+    }
+
+    /// Asks for a job when there is room for one and no grab is already out.
+    fn grab(&mut self, _ctx: &mut Context<Self>) {
+        if self.draining || self.grab_outstanding || self.in_hand >= self.config.prefetch || self.writer.is_none() {
+            return;
+        }
+        self.grab_outstanding = true;
+        self.send(Packet::GrabJobUniq);
+        if self.in_hand == 0 {
+            self.status.set_state(ConnState::Grabbing);
+        }
+    }
+
+    fn became_healthy(&mut self) {
+        if self.healthy {
+            return;
+        }
+        self.healthy = true;
+        self.backoff.reset();
+        if self.down_logged {
+            info!(self.log, "job server connection restored");
+            self.down_logged = false;
+        } else {
+            info!(self.log, "connected to job server");
+        }
+        self.status.set_last_error("");
+    }
+
+    fn job(&mut self, handle: Bytes, data: Bytes, ctx: &mut Context<Self>) {
+        self.in_hand += 1;
+        self.status.set_state(ConnState::Working);
+        self.status.jobs.fetch_add(1, Ordering::Relaxed);
+        let job = Job { server: self.name.clone(), handle: handle.clone(), body: data };
+        self.controller
+            .send(job)
+            .into_actor(self)
+            .map(move |res, act, ctx| act.answered(handle, res, ctx))
+            .spawn(ctx);
+        // Prefetch: ask for the next job while this one runs, when configured.
+        self.grab(ctx);
+    }
+
+    fn answered(&mut self, handle: Bytes, res: Result<JobAnswer, MailboxError>, ctx: &mut Context<Self>) {
+        self.in_hand = self.in_hand.saturating_sub(1);
+        match res {
+            Ok(answer) => self.send(Packet::WorkComplete { handle, data: Bytes::from(answer.body) }),
+            Err(e) => {
+                warn!(self.log, "job could not be run"; "error" => %e);
+                self.send(Packet::WorkFail { handle });
+            }
+        }
+        // Same handler, same write buffer: WORK_COMPLETE and the grab leave in one write.
+        self.grab(ctx);
+        if self.in_hand == 0 && !self.grab_outstanding {
+            self.status.set_state(ConnState::Sleeping);
+        }
+        self.notify_drained();
+    }
+
+    fn notify_drained(&mut self) {
+        if self.draining && self.in_hand == 0 && !self.grab_outstanding {
+            for w in self.drain_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Drops the connection and restarts after the back-off.
+    fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        self.writer = None;
+        let delay = self.backoff.next_delay();
+        self.status.set_state(ConnState::BackingOff);
+        self.status.set_last_error(&reason);
+        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+        let retry = format!("{:.1}s", delay.as_secs_f64());
+        if self.healthy {
+            warn!(self.log, "lost job server connection; reconnecting"; "reason" => &reason, "retry_in" => retry);
+            self.down_logged = true;
+        } else if !self.down_logged {
+            warn!(self.log, "cannot reach job server; retrying with back-off"; "reason" => &reason, "retry_in" => retry);
+            self.down_logged = true;
+        } else {
+            debug!(self.log, "job server still unreachable"; "reason" => &reason, "retry_in" => retry,
+                   "attempt" => self.backoff.attempts());
+        }
+        // Jobs in hand are abandoned: their handles belong to this connection, and the
+        // job server hands them to another worker.
+        self.in_hand = 0;
+        self.grab_outstanding = false;
+        self.notify_drained();
+        ctx.run_later(delay, |_, ctx| ctx.stop());
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.writer.is_none() || self.failed {
+            return;
+        }
+        if self.last_rx.elapsed() < PING_AFTER {
+            return;
+        }
+        if self.ping_outstanding {
+            self.fail(format!("job server sent nothing for {} s, not even an ECHO_RES", PING_AFTER.as_secs() * 2), ctx);
+        } else {
+            self.ping_outstanding = true;
+            self.last_rx = Instant::now();
+            self.send(Packet::EchoReq { data: Bytes::from_static(b"libra-worker") });
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.reset();
+        self.status.set_state(ConnState::Connecting);
+        if self.draining {
+            self.notify_drained();
+            return;
+        }
+        let server = self.config.server.clone();
+        let tls = self.config.tls.clone();
+        let keepalive = self.config.keepalive;
+        async move { transport::connect(&server, tls.as_ref(), keepalive).await }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(stream) => act.connected(stream, ctx),
+                Err(e) => act.fail(e.to_string(), ctx),
+            })
+            .spawn(ctx);
+        ctx.run_interval(PING_AFTER / 3, |act, ctx| act.heartbeat(ctx));
+    }
+}
+
+impl Supervised for ConnectionActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.reset();
+    }
+}
+
+impl StreamHandler<Result<Packet, CodecError>> for ConnectionActor {
+    fn handle(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        let packet = match item {
+            Ok(p) => p,
+            Err(e) => return self.fail(format!("protocol error: {e}"), ctx),
+        };
+        self.last_rx = Instant::now();
+        self.ping_outstanding = false;
+        match packet {
+            Packet::NoJob => {
+                self.grab_outstanding = false;
+                self.became_healthy();
+                if !self.draining {
+                    self.send(Packet::PreSleep);
+                }
+                if self.in_hand == 0 {
+                    self.status.set_state(ConnState::Sleeping);
+                }
+                self.notify_drained();
+            }
+            Packet::Noop => self.grab(ctx),
+            Packet::JobAssignUniq { handle, data, .. } | Packet::JobAssign { handle, data, .. } => {
+                self.grab_outstanding = false;
+                self.became_healthy();
+                self.job(handle, data, ctx);
+            }
+            Packet::EchoRes { .. } => {}
+            Packet::Error { code, text } => self.fail(
+                format!(
+                    "job server error {}: {}",
+                    String::from_utf8_lossy(&code),
+                    String::from_utf8_lossy(&text)
+                ),
+                ctx,
+            ),
+            other => self.fail(format!("unexpected {} packet from job server", other.name()), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The read half ended: the job server closed the connection. Reconnect, don't stop.
+        self.fail("connection closed by job server".to_string(), ctx);
+    }
+}
+
+impl WriteHandler<CodecError> for ConnectionActor {
+    fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
+        self.fail(format!("write failed: {err}"), ctx);
+        Running::Continue
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Drain> for ConnectionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        let (tx, rx) = oneshot::channel();
+        self.drain_waiters.push(tx);
+        self.notify_drained();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! `ControllerActor`: turns a job body into an answer. It parses and checks the request,
+//! answers DISCOVER and DIAGNOSTICS itself, and queues every other action for the driver,
+//! one at a time and in arrival order, with a deadline; driver errors become `hpcs_error`
+//! text here and nowhere else.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use slog::{debug, info, warn, Logger};
+use tokio::sync::oneshot;
+
+use super::driver::Execute;
+use crate::config::Limits;
+use crate::drivers::{Command, DriverError, DriverResult, Reply};
+use crate::jobs::{self, archive, diagnostics, discover, request, response, update, Action};
+use crate::logging::masked;
+
+/// How often the driver gets a housekeeping turn when no job is waiting.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A job taken from a job server.
+#[derive(Debug, Message)]
+#[rtype(result = "JobAnswer")]
+pub struct Job {
+    /// The job server it came from, for logs.
+    pub server: Arc<str>,
+    pub handle: Bytes,
+    pub body: Bytes,
+}
+
+/// The JSON answer to send back as WORK_COMPLETE.
+#[derive(Debug, Clone)]
+pub struct JobAnswer {
+    pub body: Vec<u8>,
+    pub action: Option<Action>,
+    pub passed: bool,
+}
+
+/// What the controller needs to know.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub limits: Limits,
+    pub job_timeout: Duration,
+    pub diagnostics: diagnostics::Targets,
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<DriverResult<Reply>>,
+}
+
+pub struct ControllerActor {
+    config: ControllerConfig,
+    driver: Recipient<Execute>,
+    log: Logger,
+    queue: VecDeque<Pending>,
+    busy: bool,
+    last_driver_turn: Instant,
+}
+
+impl ControllerActor {
+    pub fn new(config: ControllerConfig, driver: Recipient<Execute>, log: Logger) -> Self {
+        ControllerActor {
+            config,
+            driver,
+            log: log.new(slog::o!("actor" => "controller")),
+            queue: VecDeque::new(),
+            busy: false,
+            last_driver_turn: Instant::now(),
+        }
+    }
+
+    /// Queues a driver command; the receiver yields its result.
+    fn enqueue(&mut self, command: Command, ctx: &mut Context<Self>) -> oneshot::Receiver<DriverResult<Reply>> {
+        let (reply, rx) = oneshot::channel();
+        self.queue.push_back(Pending { command, reply });
+        self.pump(ctx);
+        rx
+    }
+
+    /// Sends the next queued command to the driver unless one is in flight.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        // A job whose deadline passed while it waited is dropped, never run late.
+        while let Some(next) = self.queue.pop_front() {
+            if next.reply.is_closed() {
+                continue;
+            }
+            self.busy = true;
+            self.last_driver_turn = Instant::now();
+            let Pending { command, reply } = next;
+            self.driver
+                .send(Execute(command))
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let result = res.unwrap_or_else(|e| Err(DriverError::Failed(format!("driver unavailable: {e}"))));
+                    let _ = reply.send(result);
+                    act.busy = false;
+                    act.pump(ctx);
+                })
+                .spawn(ctx);
+            return;
+        }
+    }
+
+    /// Gives the driver an upkeep turn when it has had nothing to do for a while.
+    fn housekeeping_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.busy && self.queue.is_empty() && self.last_driver_turn.elapsed() >= HOUSEKEEPING_INTERVAL {
+            self.housekeeping(ctx);
+        }
+    }
+
+    fn housekeeping(&mut self, ctx: &mut Context<Self>) {
+        let rx = self.enqueue(Command::Housekeeping, ctx);
+        let log = self.log.clone();
+        ctx.spawn(
+            async move {
+                if let Ok(Err(e)) = rx.await {
+                    warn!(log, "driver housekeeping failed"; "error" => %e);
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for ControllerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Connections hold at most `prefetch` jobs each; the mailbox must not be the bound.
+        ctx.set_mailbox_capacity(1024);
+        self.housekeeping(ctx);
+        ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, ctx| act.housekeeping_if_idle(ctx));
+    }
+}
+
+impl Handler<Job> for ControllerActor {
+    type Result = ResponseFuture<JobAnswer>;
+
+    fn handle(&mut self, job: Job, ctx: &mut Context<Self>) -> Self::Result {
+        let started = Instant::now();
+        let log = self.log.new(slog::o!(
+            "server" => job.server.to_string(),
+            "handle" => String::from_utf8_lossy(&job.handle).into_owned(),
+        ));
+        let req = match request::parse(&job.body, &self.config.limits) {
+            Ok(req) => req,
+            Err(rejected) => {
+                debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
+                return Box::pin(futures::future::ready(finish(&log, rejected.action, rejected.answer, started)));
+            }
+        };
+        let action = req.action;
+        debug!(log, "job"; "action" => action.as_str(), "request" => %masked(&Value::Object(req.body.clone())));
+        let mut msg = req.body;
+        let command = match action {
+            Action::Discover => {
+                discover::answer(&mut msg);
+                return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+            }
+            Action::Diagnostics => {
+                let targets = self.config.diagnostics.clone();
+                return Box::pin(async move {
+                    let msg = diagnostics::run(targets, msg).await;
+                    finish(&log, Some(action), Value::Object(msg), started)
+                });
+            }
+            Action::Update => match update::parse(&mut msg, &self.config.limits) {
+                Ok(lbs) => Command::Update(lbs),
+                Err(message) => {
+                    update::refuse(&mut msg, &message);
+                    return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+                }
+            },
+            Action::Archive => match archive::parse(&msg) {
+                Ok(target) => Command::Archive(target),
+                Err(message) => {
+                    response::bad_request(&mut msg, &message);
+                    return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+                }
+            },
+            Action::Suspend => Command::Suspend,
+            Action::Enable => Command::Enable,
+            Action::Delete => Command::Delete,
+            Action::Stats => Command::Stats,
+            Action::Metrics => Command::Metrics,
+        };
+        let rx = self.enqueue(command, ctx);
+        let timeout = self.config.job_timeout;
+        Box::pin(async move {
+            let result = match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(DriverError::Failed("the driver dropped the job".to_string())),
+                Err(_) => Err(DriverError::Failed(format!("{action} timed out after {} s", timeout.as_secs()))),
+            };
+            answer(action, &mut msg, result);
+            finish(&log, Some(action), Value::Object(msg), started)
+        })
+    }
+}
+
+/// Writes a driver result into the echoed request.
+fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Reply>) {
+    match result {
+        Ok(reply) => {
+            match reply {
+                Reply::Done => {}
+                Reply::Status(nodes) => {
+                    let list = nodes
+                        .into_iter()
+                        .map(|n| serde_json::json!({"id": n.id, "status": if n.up { "UP" } else { "DOWN" }}))
+                        .collect();
+                    msg.insert("nodes".to_string(), Value::Array(list));
+                }
+                Reply::Statistics(stats) => {
+                    msg.insert("utc_start".to_string(), Value::from(stats.utc_start));
+                    msg.insert("utc_end".to_string(), Value::from(stats.utc_end));
+                    let list = stats
+                        .usage
+                        .into_iter()
+                        .map(|u| serde_json::json!({"protocol": u.protocol.as_str(), "bytes_out": u.bytes_out.to_string()}))
+                        .collect();
+                    msg.insert("loadBalancers".to_string(), Value::Array(list));
+                }
+            }
+            if action == Action::Update {
+                update::mark_nodes(msg, update::NODE_OK);
+            }
+            response::pass(msg);
+        }
+        Err(e) => {
+            if action == Action::Update {
+                update::mark_nodes(msg, update::NODE_ERR);
+            }
+            let text = match &e {
+                DriverError::Deleted => {
+                    msg.insert("status".to_string(), Value::from("DELETED"));
+                    format!("Invalid operation {action} on a deleted LB.")
+                }
+                other => other.to_string(),
+            };
+            response::fail(msg, text);
+        }
+    }
+}
+
+/// Serializes the answer and logs the one info line of the job.
+fn finish(log: &Logger, action: Option<Action>, answer: Value, started: Instant) -> JobAnswer {
+    let passed = response::passed(&answer);
+    let elapsed = started.elapsed();
+    let error = answer.get(response::ERROR_FIELD).and_then(Value::as_str).unwrap_or("").to_string();
+    debug!(log, "answer"; "response" => %masked(&answer));
+    info!(log, "job done";
+        "action" => action.map(|a| a.as_str()).unwrap_or("-"),
+        "result" => if passed { response::PASS } else { response::FAIL },
+        "duration_ms" => format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+        "error" => error,
+    );
+    let body = serde_json::to_vec(&answer).unwrap_or_else(|_| br#"{"hpcs_response":"FAIL"}"#.to_vec());
+    JobAnswer { body, action, passed }
+}
+
+pub use jobs::response::passed;

@@ -1,0 +1,132 @@
+//! The supervisor: starts one `ConnectionActor` per configured job server under an
+//! `actix::Supervisor`, which restarts it every time it stops, forever; owns the back-off
+//! policy (exponential from 1 s up to `reconnect_sleep`, plus jitter, reset once a
+//! connection proves healthy) and the graceful drain at shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use rand::Rng;
+use slog::Logger;
+
+use super::connection::{ConnectionActor, ConnectionConfig, ConnectionStatus, Drain};
+use super::controller::Job;
+use crate::config::GearmanSettings;
+use crate::transport::TlsConnector;
+
+/// First delay after a failure.
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+
+/// Exponential back-off with jitter: 1 s, 2 s, 4 s ... up to `max`, each plus up to a
+/// fifth of itself at random so that many workers do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    max: Duration,
+    current: Option<Duration>,
+    attempts: u32,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Backoff { max: max.max(BACKOFF_START), current: None, attempts: 0 }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = match self.current {
+            None => BACKOFF_START,
+            Some(c) => (c * 2).min(self.max),
+        };
+        self.current = Some(base);
+        self.attempts += 1;
+        let jitter = rand::thread_rng().gen_range(0.0..=0.2);
+        base + base.mul_f64(jitter)
+    }
+
+    /// The longest delay this policy can produce.
+    pub fn bound(&self) -> Duration {
+        self.max + self.max.mul_f64(0.2)
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Called once a connection has proved healthy.
+    pub fn reset(&mut self) {
+        self.current = None;
+        self.attempts = 0;
+    }
+}
+
+/// The running connections.
+pub struct Supervisor {
+    connections: Vec<Addr<ConnectionActor>>,
+    pub statuses: Vec<Arc<ConnectionStatus>>,
+}
+
+impl Supervisor {
+    /// Starts a supervised connection per job server, on the current arbiter.
+    pub fn start(
+        gearman: &GearmanSettings,
+        function: &str,
+        tls: Option<TlsConnector>,
+        controller: Recipient<Job>,
+        log: &Logger,
+    ) -> Supervisor {
+        let client_id = Bytes::from(format!(
+            "libra-worker-{}-{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        ));
+        let mut connections = Vec::new();
+        let mut statuses = Vec::new();
+        for server in &gearman.servers {
+            let status = Arc::new(ConnectionStatus::new(server.host_port()));
+            let config = ConnectionConfig {
+                server: server.clone(),
+                function: Bytes::copy_from_slice(function.as_bytes()),
+                client_id: client_id.clone(),
+                tls: if server.tls { tls.clone() } else { None },
+                keepalive: gearman.keepalive,
+                max_packet_bytes: gearman.max_packet_bytes,
+                prefetch: gearman.prefetch,
+            };
+            let actor = ConnectionActor::new(
+                config,
+                controller.clone(),
+                Backoff::new(gearman.reconnect_sleep),
+                status.clone(),
+                log,
+            );
+            connections.push(actix::Supervisor::start(move |_| actor));
+            statuses.push(status);
+        }
+        Supervisor { connections, statuses }
+    }
+
+    /// Stops every connection from taking jobs and waits, at most `limit`, until none
+    /// has a job in hand.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let all = futures::future::join_all(self.connections.iter().map(|c| c.send(Drain)));
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_bound_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(8));
+        let bases: Vec<u64> = (0..6).map(|_| b.next_delay().as_secs()).collect();
+        // Each delay is its base plus at most 20 %, truncated to whole seconds here.
+        assert_eq!(bases, vec![1, 2, 4, 8, 8, 8]);
+        assert!(b.next_delay() <= b.bound());
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(1201));
+    }
+}

@@ -1,0 +1,193 @@
+//! The command line: `run`, `check-config`, `submit` (a Gearman client that submits one
+//! job and prints the answer), `haproxy stop` and `bench`. Exit codes: 0 success, 1 a
+//! runtime failure, 2 a usage or configuration error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::gearman::client::{Client, JobOutcome};
+
+#[derive(Debug, Parser)]
+#[command(name = "libra-worker", version, about = "Libra LBaaS worker: Gearman jobs in, HAProxy out")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the worker.
+    Run {
+        /// Configuration file: .toml (native) or .cfg/.ini (the reference worker's).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print the effective configuration as TOML.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Submit one job to a job server and print the answer's JSON.
+    Submit {
+        /// Job server, host:port.
+        #[arg(long, default_value = "localhost:4730")]
+        server: String,
+        /// Gearman function (the worker's host name by default).
+        #[arg(long)]
+        function: Option<String>,
+        /// Send this JSON file as the job body.
+        #[arg(long, conflicts_with_all = ["action", "json"])]
+        file: Option<PathBuf>,
+        /// Send this JSON text as the job body.
+        #[arg(long, conflicts_with = "action")]
+        json: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the answer on one line.
+        #[arg(long)]
+        compact: bool,
+        /// An action with no other fields (DISCOVER, DIAGNOSTICS, STATS, ...).
+        #[arg(required_unless_present_any = ["file", "json"])]
+        action: Option<String>,
+    },
+    /// Control the HAProxy that the worker manages.
+    Haproxy {
+        #[command(subcommand)]
+        command: HaproxyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HaproxyCmd {
+    /// Stop the managed HAProxy of this configuration (it outlives the worker otherwise).
+    Stop {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run { config } => match Settings::load(&config) {
+            Ok(settings) => match crate::worker::run(settings) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("libra-worker: {e}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("libra-worker: configuration error: {e}");
+                2
+            }
+        },
+        Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::Submit { server, function, file, json, timeout, compact, action } => {
+            let body = match (file, json, action) {
+                (Some(path), _, _) => match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("libra-worker: cannot read {}: {e}", path.display());
+                        return 2;
+                    }
+                },
+                (None, Some(text), _) => text.into_bytes(),
+                (None, None, Some(action)) => serde_json::json!({ "hpcs_action": action }).to_string().into_bytes(),
+                (None, None, None) => {
+                    eprintln!("libra-worker: give an ACTION, --file or --json");
+                    return 2;
+                }
+            };
+            let function = function.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+            submit(&server, &function, body, Duration::from_secs(timeout), compact)
+        }
+        Cmd::Haproxy { command: HaproxyCmd::Stop { config } } => match Settings::load(&config) {
+            Ok(settings) => match crate::drivers::haproxy::stop_managed(&settings.haproxy) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("libra-worker: {e}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("libra-worker: configuration error: {e}");
+                2
+            }
+        },
+    }
+}
+
+fn check_config(path: &std::path::Path) -> i32 {
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("libra-worker: configuration error: {e}");
+            return 2;
+        }
+    };
+    if let Some(files) = &settings.gearman.tls {
+        if let Err(e) = crate::transport::tls_connector(files) {
+            eprintln!("libra-worker: configuration error: {e}");
+            return 2;
+        }
+    }
+    for w in &settings.warnings {
+        eprintln!("note: {w}");
+    }
+    match toml::to_string(&settings.effective()) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("libra-worker: cannot print the configuration: {e}");
+            1
+        }
+    }
+}
+
+fn submit(server: &str, function: &str, body: Vec<u8>, timeout: Duration, compact: bool) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("libra-worker: {e}");
+            return 1;
+        }
+    };
+    let outcome = rt.block_on(async {
+        let mut client = Client::connect(server).await?;
+        client.submit(function, body, timeout).await
+    });
+    match outcome {
+        Ok(JobOutcome::Complete(data)) => {
+            let text = match serde_json::from_slice::<serde_json::Value>(&data) {
+                Ok(v) if compact => v.to_string(),
+                Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()),
+                Err(_) => String::from_utf8_lossy(&data).into_owned(),
+            };
+            println!("{text}");
+            0
+        }
+        Ok(JobOutcome::Fail) => {
+            eprintln!("libra-worker: the job failed (WORK_FAIL)");
+            1
+        }
+        Ok(JobOutcome::Exception(data)) => {
+            eprintln!("libra-worker: the job raised an exception: {}", String::from_utf8_lossy(&data));
+            1
+        }
+        Err(e) => {
+            eprintln!("libra-worker: {e}");
+            1
+        }
+    }
+}

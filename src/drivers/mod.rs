@@ -1,0 +1,168 @@
+//! The driver API: what a load-balancer appliance must do for the worker. The trait keeps
+//! the reference's incremental shape (init, add protocol/server/monitor, set algorithm and
+//! timeouts, then create) plus the operations the contract needs. Every method has a
+//! default that answers "not supported", so a partial driver is still a valid driver.
+
+pub mod haproxy;
+pub mod null;
+pub mod types;
+
+pub use types::*;
+
+/// Why a driver operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The driver does not implement this action.
+    #[error("{action} is not supported by the {driver} driver")]
+    Unsupported { action: &'static str, driver: &'static str },
+    /// The load balancer was deleted; STATS and METRICS report `status: DELETED`.
+    #[error("Load balancer is deleted.")]
+    Deleted,
+    /// A value the driver refuses (it never reaches the configuration).
+    #[error("{0}")]
+    Invalid(String),
+    /// The appliance failed; the text says where, in the driver's own words.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DriverError {
+    pub fn unsupported(action: &'static str, driver: &'static str) -> DriverError {
+        DriverError::Unsupported { action, driver }
+    }
+}
+
+pub type DriverResult<T> = Result<T, DriverError>;
+
+/// A load-balancer appliance. Calls arrive one at a time, in job order, on a thread
+/// where blocking is allowed.
+///
+/// UPDATE is `init`, then per load balancer `add_protocol`, `set_algorithm`,
+/// `add_monitor` (if any), `set_timeouts`, `add_server` per node, and finally `create`,
+/// which must make the queued configuration live or leave the previous one serving.
+pub trait LoadBalancerDriver: Send {
+    /// Short name used in error texts (`haproxy`).
+    fn name(&self) -> &'static str;
+
+    /// Starts a new desired configuration, dropping anything queued before.
+    fn init(&mut self) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    /// Declares a load balancer for `protocol`, listening on `port`.
+    fn add_protocol(&mut self, _protocol: Protocol, _port: u16) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    fn set_algorithm(&mut self, _protocol: Protocol, _algorithm: Algorithm) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    fn add_monitor(&mut self, _protocol: Protocol, _monitor: &Monitor) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    fn set_timeouts(&mut self, _protocol: Protocol, _timeouts: &Timeouts) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    fn add_server(&mut self, _protocol: Protocol, _node: &Node) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    /// Makes the queued configuration live. On failure the previous configuration keeps
+    /// serving and the error carries the appliance's own message.
+    fn create(&mut self) -> DriverResult<()> {
+        Err(DriverError::unsupported("UPDATE", self.name()))
+    }
+
+    /// Stops serving but keeps the configuration. Idempotent.
+    fn suspend(&mut self) -> DriverResult<()> {
+        Err(DriverError::unsupported("SUSPEND", self.name()))
+    }
+
+    /// Serves the kept configuration again. Idempotent.
+    fn enable(&mut self) -> DriverResult<()> {
+        Err(DriverError::unsupported("ENABLE", self.name()))
+    }
+
+    /// Stops serving and removes the configuration, its backup and its log. Idempotent.
+    fn delete(&mut self) -> DriverResult<()> {
+        Err(DriverError::unsupported("DELETE", self.name()))
+    }
+
+    /// Health of every node; `Deleted` when there is no load balancer.
+    fn get_status(&mut self) -> DriverResult<Vec<NodeStatus>> {
+        Err(DriverError::unsupported("STATS", self.name()))
+    }
+
+    /// Bytes out per load balancer since the last call; `Deleted` when there is none.
+    fn get_statistics(&mut self) -> DriverResult<Statistics> {
+        Err(DriverError::unsupported("METRICS", self.name()))
+    }
+
+    /// Ships a load balancer's log to object storage.
+    fn archive(&mut self, _target: &ArchiveTarget) -> DriverResult<()> {
+        Err(DriverError::unsupported("ARCHIVE", self.name()))
+    }
+
+    /// Periodic upkeep between jobs (for example restarting a crashed process).
+    fn housekeeping(&mut self) -> DriverResult<()> {
+        Ok(())
+    }
+}
+
+/// Runs an UPDATE through the driver's incremental API, in the reference's order.
+pub fn apply_update(driver: &mut dyn LoadBalancerDriver, lbs: &[LoadBalancer]) -> DriverResult<()> {
+    driver.init()?;
+    for lb in lbs {
+        driver.add_protocol(lb.protocol, lb.port)?;
+        driver.set_algorithm(lb.protocol, lb.algorithm)?;
+        if let Some(monitor) = &lb.monitor {
+            driver.add_monitor(lb.protocol, monitor)?;
+        }
+        driver.set_timeouts(lb.protocol, &lb.timeouts)?;
+        for node in &lb.nodes {
+            driver.add_server(lb.protocol, node)?;
+        }
+    }
+    driver.create()
+}
+
+/// One driver operation in message form, as the controller queues it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Update(Vec<LoadBalancer>),
+    Suspend,
+    Enable,
+    Delete,
+    Stats,
+    Metrics,
+    Archive(ArchiveTarget),
+    Housekeeping,
+}
+
+/// What a command gives back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    Status(Vec<NodeStatus>),
+    Statistics(Statistics),
+}
+
+impl Command {
+    /// Runs the command on `driver`. Blocking is allowed: this runs on the driver's own
+    /// thread.
+    pub fn run(self, driver: &mut dyn LoadBalancerDriver) -> DriverResult<Reply> {
+        match self {
+            Command::Update(lbs) => apply_update(driver, &lbs).map(|()| Reply::Done),
+            Command::Suspend => driver.suspend().map(|()| Reply::Done),
+            Command::Enable => driver.enable().map(|()| Reply::Done),
+            Command::Delete => driver.delete().map(|()| Reply::Done),
+            Command::Stats => driver.get_status().map(Reply::Status),
+            Command::Metrics => driver.get_statistics().map(Reply::Statistics),
+            Command::Archive(target) => driver.archive(&target).map(|()| Reply::Done),
+            Command::Housekeeping => driver.housekeeping().map(|()| Reply::Done),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The vocabulary of the driver API: protocols, algorithms, nodes, monitors, timeouts,
+//! node status and usage figures. Values that reach a load balancer's configuration
+//! are validated newtypes: a `NodeId` or `Address` that exists is safe to render.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A load balancer's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Tcp,
+    /// TCP to a Galera cluster: one primary takes all traffic, the rest are backups.
+    Galera,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_uppercase().as_str() {
+            "HTTP" => Some(Protocol::Http),
+            "TCP" => Some(Protocol::Tcp),
+            "GALERA" => Some(Protocol::Galera),
+            _ => None,
+        }
+    }
+
+    /// The name used in jobs and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Tcp => "TCP",
+            Protocol::Galera => "GALERA",
+        }
+    }
+
+    /// The HAProxy section prefix: `galera` shares `tcp`, as in the reference layout.
+    pub fn section_prefix(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp | Protocol::Galera => "tcp",
+        }
+    }
+
+    /// Whether the protocol needs an explicit listening port.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Protocol::Http => Some(80),
+            Protocol::Tcp | Protocol::Galera => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a load balancer picks a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConnections,
+}
+
+impl Algorithm {
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s.to_ascii_uppercase().as_str() {
+            "ROUND_ROBIN" => Some(Algorithm::RoundRobin),
+            "LEAST_CONNECTIONS" => Some(Algorithm::LeastConnections),
+            _ => None,
+        }
+    }
+}
+
+/// A value refused before it could reach a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+/// A node id: non-empty, at most 64 characters of `[A-Za-z0-9_.:-]`, so that
+/// `server id-<id>` can never carry white space or configuration syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn parse(s: &str) -> Result<NodeId, InvalidValue> {
+        if s.is_empty() {
+            return Err(InvalidValue("Missing node 'id'".to_string()));
+        }
+        if s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+            return Err(InvalidValue(format!(
+                "Invalid node id {}: use at most 64 letters, digits, '_', '.', ':' or '-'",
+                quoted(s)
+            )));
+        }
+        Ok(NodeId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A node address: an IP literal or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+impl Address {
+    pub fn parse(s: &str) -> Result<Address, InvalidValue> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Address::Ip(ip));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        // An all-numeric dotted name would be read as a (bad) IPv4 address.
+        let looks_numeric = name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+        if name.is_empty() || name.len() > 253 || looks_numeric || !name.split('.').all(label_ok) {
+            return Err(InvalidValue(format!(
+                "Invalid node address {}: expected an IP address or a DNS name",
+                quoted(s)
+            )));
+        }
+        Ok(Address::Dns(name.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(ip) => write!(f, "{ip}"),
+            Address::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A text field such as a load balancer's name: no white space, no control characters.
+pub fn check_plain_text(field: &str, s: &str) -> Result<(), InvalidValue> {
+    if s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidValue(format!(
+            "Invalid {field} {}: no white space or control characters, at most 128 bytes",
+            quoted(s)
+        )));
+    }
+    Ok(())
+}
+
+/// A health-check URL path: starts with '/', URL characters only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlPath(String);
+
+impl UrlPath {
+    /// Adds a leading '/' when missing, as the reference did.
+    pub fn parse(s: &str) -> Result<UrlPath, InvalidValue> {
+        let path = if s.starts_with('/') { s.to_string() } else { format!("/{s}") };
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!&()*+,;=:@/%?".contains(&b);
+        if path.len() > 1024 || !path.bytes().all(allowed) {
+            return Err(InvalidValue(format!(
+                "Invalid monitor path {}: use URL path characters only (no white space, quotes, '#', '$' or '\\')",
+                quoted(s)
+            )));
+        }
+        Ok(UrlPath(path))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Quotes a user value for an error message, escaping anything unprintable.
+pub fn quoted(s: &str) -> String {
+    let shown: String = s.chars().take(80).collect();
+    format!("'{}'", shown.escape_debug())
+}
+
+/// One back-end node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub address: Address,
+    pub port: u16,
+    /// 1..=256.
+    pub weight: u16,
+    pub backup: bool,
+}
+
+/// Health-check kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorType {
+    Connect,
+    Http,
+}
+
+/// A health monitor: every `delay` seconds, `timeout` seconds each, `attempts` to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub kind: MonitorType,
+    pub delay: u32,
+    pub timeout: u32,
+    pub attempts: u32,
+    pub path: UrlPath,
+}
+
+/// Per load balancer timeouts (milliseconds) and connection retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub client_ms: u32,
+    pub server_ms: u32,
+    pub connect_ms: u32,
+    pub retries: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { client_ms: 30_000, server_ms: 30_000, connect_ms: 30_000, retries: 3 }
+    }
+}
+
+/// A complete, validated load balancer as an UPDATE describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub algorithm: Algorithm,
+    pub nodes: Vec<Node>,
+    pub monitor: Option<Monitor>,
+    pub timeouts: Timeouts,
+}
+
+/// Health of one node as STATS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: String,
+    pub up: bool,
+}
+
+/// Bytes sent out by one load balancer over a METRICS period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub protocol: Protocol,
+    pub bytes_out: u64,
+}
+
+/// A METRICS report: the period and the usage of each load balancer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statistics {
+    pub utc_start: String,
+    pub utc_end: String,
+    pub usage: Vec<Usage>,
+}
+
+/// Where ARCHIVE ships a load balancer's log (Swift).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArchiveTarget {
+    pub container: String,
+    pub endpoint: String,
+    pub token: String,
+    pub protocol: Protocol,
+    pub lb_id: String,
+}
+
+impl fmt::Debug for ArchiveTarget {
+    // The token never reaches a log, even through Debug.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveTarget")
+            .field("container", &self.container)
+            .field("endpoint", &self.endpoint)
+            .field("token", &crate::logging::MASK)
+            .field("protocol", &self.protocol)
+            .field("lb_id", &self.lb_id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_refuse_syntax() {
+        assert!(NodeId::parse("11").is_ok());
+        assert!(NodeId::parse("node-a.1").is_ok());
+        for bad in ["", "1 2", "1\n    stats enable", "a#b", "a\"b", "${X}", &"x".repeat(65)] {
+            assert!(NodeId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_ips_or_dns_names() {
+        assert_eq!(Address::parse("10.0.0.1").unwrap(), Address::Ip("10.0.0.1".parse().unwrap()));
+        assert!(matches!(Address::parse("::1").unwrap(), Address::Ip(_)));
+        assert_eq!(Address::parse("Web-1.Example.com.").unwrap(), Address::Dns("web-1.example.com".into()));
+        for bad in ["", "10.0.0.1:80\n    stats enable", "10.0.0.256", "a b", "-a.com", "a..b", "1.2.3", "h@x", "[::1]"] {
+            assert!(Address::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_url_paths() {
+        assert_eq!(UrlPath::parse("health").unwrap().as_str(), "/health");
+        assert_eq!(UrlPath::parse("/a/b?c=d&e=%20").unwrap().as_str(), "/a/b?c=d&e=%20");
+        for bad in ["/a b", "/a\nb", "/a#b", "/\"x", "/${HOME}", "/a\\b", "/a'b"] {
+            assert!(UrlPath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn archive_target_debug_hides_token() {
+        let t = ArchiveTarget {
+            container: "c".into(),
+            endpoint: "http://x".into(),
+            token: "s3cr3t".into(),
+            protocol: Protocol::Http,
+            lb_id: "1".into(),
+        };
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,411 @@
+//! UPDATE: checks the whole desired state before anything is touched and turns it into
+//! typed load balancers. Missing fields get the reference worker's exact messages; every
+//! other refused value gets a message naming the field and the value.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::request::kind_of;
+use super::response;
+use crate::config::Limits;
+use crate::drivers::{
+    check_plain_text, quoted, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId,
+    Protocol, Timeouts, UrlPath,
+};
+
+pub const LB_LIST_FIELD: &str = "loadBalancers";
+/// Node states written into the answer.
+pub const NODE_OK: &str = "ENABLED";
+pub const NODE_ERR: &str = "DISABLED";
+
+/// Parses the `loadBalancers` of an UPDATE. The error is the validation message.
+pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBalancer>, String> {
+    let list = match msg.get_mut(LB_LIST_FIELD) {
+        None => return Err("Missing 'loadBalancers' element".to_string()),
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(format!("'loadBalancers' must be a list, not {}", kind_of(other))),
+    };
+    if list.is_empty() {
+        return Err("'loadBalancers' must hold at least one load balancer".to_string());
+    }
+    if list.len() > limits.max_load_balancers {
+        return Err(format!(
+            "Too many load balancers: {} (limits.max_load_balancers is {})",
+            list.len(),
+            limits.max_load_balancers
+        ));
+    }
+    let mut lbs: Vec<LoadBalancer> = Vec::with_capacity(list.len());
+    for entry in list.iter_mut() {
+        let Value::Object(lb) = entry else {
+            return Err(format!("Each load balancer must be an object, not {}", kind_of(entry)));
+        };
+        let parsed = parse_lb(lb, limits)?;
+        if let Some(other) = lbs.iter().find(|o| o.protocol.section_prefix() == parsed.protocol.section_prefix()) {
+            return Err(if other.protocol == parsed.protocol {
+                format!("Protocol '{}' is already defined.", parsed.protocol)
+            } else {
+                format!(
+                    "Protocols '{}' and '{}' cannot both be defined: they share the tcp load balancer",
+                    other.protocol, parsed.protocol
+                )
+            });
+        }
+        if lbs.iter().any(|o| o.port == parsed.port) {
+            return Err(format!("Port {} is used by more than one load balancer", parsed.port));
+        }
+        lbs.push(parsed);
+    }
+    Ok(lbs)
+}
+
+fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer, String> {
+    // The reference checks 'nodes' before 'protocol'; the API server may rely on it.
+    let node_count = match lb.get("nodes") {
+        None => return Err("Missing 'nodes' element".to_string()),
+        Some(Value::Array(n)) => n.len(),
+        Some(other) => return Err(format!("'nodes' must be a list, not {}", kind_of(other))),
+    };
+    let protocol = match lb.get("protocol") {
+        None => return Err("Missing required 'protocol' value.".to_string()),
+        Some(Value::String(p)) => {
+            Protocol::parse(p).ok_or_else(|| format!("Unsupported protocol: {}", quoted(p)))?
+        }
+        Some(other) => return Err(format!("Unsupported protocol: {}", kind_of(other))),
+    };
+    let name = match lb.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(n)) => {
+            check_plain_text("load balancer name", n).map_err(|e| e.0)?;
+            Some(n.clone())
+        }
+        Some(other) => return Err(format!("Invalid load balancer name: {}", kind_of(other))),
+    };
+    let port = match lb.get("port") {
+        None | Some(Value::Null) => protocol
+            .default_port()
+            .ok_or_else(|| "Port is required for this protocol.".to_string())?,
+        Some(v) => port_value("port", v)?,
+    };
+    let algorithm = match lb.get("algorithm") {
+        None | Some(Value::Null) => Algorithm::RoundRobin,
+        Some(Value::String(a)) => {
+            Algorithm::parse(a).ok_or_else(|| format!("Invalid algorithm: {}", quoted(a)))?
+        }
+        Some(other) => return Err(format!("Invalid algorithm: {}", kind_of(other))),
+    };
+    let monitor = match lb.get_mut("monitor") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(parse_monitor(m)?),
+        Some(other) => return Err(format!("'monitor' must be an object, not {}", kind_of(other))),
+    };
+    let timeouts = match lb.get("options") {
+        None | Some(Value::Null) => Timeouts::default(),
+        Some(Value::Object(o)) => parse_options(o)?,
+        Some(other) => return Err(format!("'options' must be an object, not {}", kind_of(other))),
+    };
+    if node_count > limits.max_nodes {
+        return Err(format!(
+            "Too many nodes: {node_count} (limits.max_nodes is {})",
+            limits.max_nodes
+        ));
+    }
+    let mut nodes: Vec<Node> = Vec::with_capacity(node_count);
+    let mut ids = HashSet::new();
+    if let Some(Value::Array(list)) = lb.get("nodes") {
+        for entry in list {
+            let Value::Object(node) = entry else {
+                return Err(format!("Each node must be an object, not {}", kind_of(entry)));
+            };
+            let node = parse_node(node)?;
+            if !ids.insert(node.id.clone()) {
+                return Err(format!("Node id '{}' is used more than once", node.id));
+            }
+            nodes.push(node);
+        }
+    }
+    if protocol == Protocol::Galera && nodes.iter().filter(|n| !n.backup).count() > 1 {
+        return Err("Galera protocol does not accept more than one non-backup node".to_string());
+    }
+    Ok(LoadBalancer { name, protocol, port, algorithm, nodes, monitor, timeouts })
+}
+
+fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
+    for field in ["type", "delay", "timeout", "attempts"] {
+        if !m.contains_key(field) {
+            return Err(format!("Missing monitor value '{field}'"));
+        }
+    }
+    let kind = match m.get("type") {
+        Some(Value::String(t)) => match t.to_ascii_uppercase().as_str() {
+            "CONNECT" => MonitorType::Connect,
+            "HTTP" => MonitorType::Http,
+            _ => return Err(format!("Invalid monitor type: {}", quoted(t))),
+        },
+        Some(other) => return Err(format!("Invalid monitor type: {}", kind_of(other))),
+        None => return Err("Missing monitor value 'type'".to_string()),
+    };
+    let delay = int_in(m.get("delay"), "delay", 1, 86_400)?;
+    let timeout = int_in(m.get("timeout"), "timeout", 1, 86_400)?;
+    let attempts = int_in(m.get("attempts"), "attempts", 1, 100)?;
+    if timeout > delay {
+        return Err("Timeout cannot be greater than delay".to_string());
+    }
+    let path = match m.get("path") {
+        None | Some(Value::Null) => UrlPath::parse("/"),
+        Some(Value::String(p)) if p.is_empty() => UrlPath::parse("/"),
+        Some(Value::String(p)) => UrlPath::parse(p),
+        Some(other) => return Err(format!("Invalid monitor path: {}", kind_of(other))),
+    }
+    .map_err(|e| e.0)?;
+    // The reference echoed the defaulted path; so do we.
+    m.insert("path".to_string(), Value::from(path.as_str()));
+    Ok(Monitor { kind, delay, timeout, attempts, path })
+}
+
+fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
+    let d = Timeouts::default();
+    let ms = |field: &str, default: u32| match o.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        v => int_in(v, field, 1, 86_400_000),
+    };
+    Ok(Timeouts {
+        client_ms: ms("client_timeout", d.client_ms)?,
+        server_ms: ms("server_timeout", d.server_ms)?,
+        connect_ms: ms("connect_timeout", d.connect_ms)?,
+        retries: match o.get("connect_retries") {
+            None | Some(Value::Null) => d.retries,
+            v => int_in(v, "connect_retries", 0, 100)?,
+        },
+    })
+}
+
+fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
+    let port = match node.get("port") {
+        None => return Err("Missing node 'port'".to_string()),
+        Some(v) => port_value("node port", v)?,
+    };
+    let address = match node.get("address") {
+        None => return Err("Missing node 'address'".to_string()),
+        Some(Value::String(a)) => Address::parse(a).map_err(|e| e.0)?,
+        Some(other) => return Err(format!("Invalid node address: {}", kind_of(other))),
+    };
+    let id = match node.get("id") {
+        None | Some(Value::Null) => return Err("Missing node 'id'".to_string()),
+        Some(Value::String(s)) => NodeId::parse(s).map_err(|e| e.0)?,
+        Some(Value::Number(n)) => NodeId::parse(&n.to_string()).map_err(|e| e.0)?,
+        Some(other) => return Err(format!("Invalid node id: {}", kind_of(other))),
+    };
+    let weight = match node.get("weight") {
+        None | Some(Value::Null) => 1,
+        Some(v) => {
+            let w = integer(v).ok_or_else(|| format!("Non-integer 'weight' value: {}", shown(v)))?;
+            if w > 256 {
+                return Err(format!("Server 'weight' {w} exceeds max of 256"));
+            }
+            if w < 1 {
+                return Err(format!("Server 'weight' {w} is below the minimum of 1"));
+            }
+            w as u16
+        }
+    };
+    let backup = match node.get("backup") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(v) => return Err(format!("Invalid node 'backup' value: {} (TRUE or FALSE)", shown(v))),
+    };
+    Ok(Node { id, address, port, weight, backup })
+}
+
+/// Sets every node's `condition` in the echoed request.
+pub fn mark_nodes(msg: &mut Map<String, Value>, condition: &str) {
+    if let Some(Value::Array(lbs)) = msg.get_mut(LB_LIST_FIELD) {
+        for lb in lbs {
+            if let Some(Value::Array(nodes)) = lb.get_mut("nodes") {
+                for node in nodes {
+                    if let Value::Object(n) = node {
+                        n.insert("condition".to_string(), Value::from(condition));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers an UPDATE that failed validation.
+pub fn refuse(msg: &mut Map<String, Value>, message: &str) {
+    response::bad_request(msg, message);
+}
+
+/// An integer given as a JSON number or a string of digits.
+fn integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+}
+
+fn int_in(v: Option<&Value>, field: &str, min: i64, max: i64) -> Result<u32, String> {
+    let v = v.ok_or_else(|| format!("Missing '{field}' value"))?;
+    let n = integer(v).ok_or_else(|| format!("Non-integer '{field}' value: {}", shown(v)))?;
+    if n < min || n > max {
+        return Err(format!("'{field}' value {n} is out of range {min}..{max}"));
+    }
+    Ok(n as u32)
+}
+
+fn port_value(field: &str, v: &Value) -> Result<u16, String> {
+    let n = integer(v).ok_or_else(|| format!("Non-integer '{field}' value: {}", shown(v)))?;
+    if !(1..=65535).contains(&n) {
+        return Err(format!("Invalid {field} {n}: must be 1..65535"));
+    }
+    Ok(n as u16)
+}
+
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => quoted(s),
+        other => quoted(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(v: Value) -> Result<Vec<LoadBalancer>, String> {
+        let Value::Object(mut m) = v else { panic!() };
+        parse(&mut m, &Limits::default())
+    }
+
+    fn http(nodes: Value) -> Value {
+        json!({"hpcs_action": "UPDATE", "loadBalancers": [{"protocol": "HTTP", "nodes": nodes}]})
+    }
+
+    #[test]
+    fn a_full_update_parses_with_string_numbers() {
+        let lbs = run(json!({"loadBalancers": [{
+            "name": "lb-1", "protocol": "http", "port": "8080", "algorithm": "least_connections",
+            "nodes": [{"id": 11, "address": "10.0.0.1", "port": "80", "weight": "3", "backup": "FALSE"},
+                      {"id": "12", "address": "web.example", "port": 81, "backup": true}],
+            "monitor": {"type": "http", "delay": "30", "timeout": 30, "attempts": 2, "path": "health"},
+            "options": {"client_timeout": 1000, "connect_retries": "0"}}]}))
+        .unwrap();
+        let lb = &lbs[0];
+        assert_eq!((lb.protocol, lb.port, lb.algorithm), (Protocol::Http, 8080, Algorithm::LeastConnections));
+        assert_eq!(lb.nodes[0].weight, 3);
+        assert!(lb.nodes[1].backup);
+        assert_eq!(lb.nodes[0].id.as_str(), "11");
+        assert_eq!(lb.monitor.as_ref().unwrap().path.as_str(), "/health");
+        assert_eq!(lb.timeouts, Timeouts { client_ms: 1000, retries: 0, ..Timeouts::default() });
+    }
+
+    #[test]
+    fn reference_messages_for_missing_fields() {
+        let node = json!({"id": 1, "address": "10.0.0.1", "port": 80});
+        let cases = vec![
+            (json!({}), "Missing 'loadBalancers' element"),
+            (json!({"loadbalancers": []}), "Missing 'loadBalancers' element"),
+            (json!({"loadBalancers": [{"protocol": "HTTP"}]}), "Missing 'nodes' element"),
+            (json!({"loadBalancers": [{"nodes": []}]}), "Missing required 'protocol' value."),
+            (http(json!([{"id": 1, "address": "10.0.0.1"}])), "Missing node 'port'"),
+            (http(json!([{"id": 1, "port": 80}])), "Missing node 'address'"),
+            (http(json!([{"address": "10.0.0.1", "port": 80}])), "Missing node 'id'"),
+            (http(json!([{"id": "", "address": "10.0.0.1", "port": 80}])), "Missing node 'id'"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(run(v.clone()).unwrap_err(), want, "{v}");
+        }
+        for field in ["type", "delay", "timeout", "attempts"] {
+            let mut mon = json!({"type": "CONNECT", "delay": 5, "timeout": 5, "attempts": 2});
+            mon.as_object_mut().unwrap().remove(field);
+            let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [node.clone()], "monitor": mon}]});
+            assert_eq!(run(v).unwrap_err(), format!("Missing monitor value '{field}'"));
+        }
+    }
+
+    #[test]
+    fn monitor_without_path_defaults_and_is_echoed() {
+        let mut v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
+            "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2}}]});
+        let m = v.as_object_mut().unwrap();
+        let lbs = parse(m, &Limits::default()).unwrap();
+        assert_eq!(lbs[0].monitor.as_ref().unwrap().path.as_str(), "/");
+        assert_eq!(v["loadBalancers"][0]["monitor"]["path"], "/");
+    }
+
+    #[test]
+    fn refused_values() {
+        let lb = |extra: Value| {
+            let mut base = json!({"protocol": "HTTP", "nodes": []});
+            base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            json!({"loadBalancers": [base]})
+        };
+        let n = |extra: Value| {
+            let mut base = json!({"id": 1, "address": "10.0.0.1", "port": 80});
+            base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            http(json!([base]))
+        };
+        let cases = vec![
+            (lb(json!({"algorithm": "RANDOM"})), "Invalid algorithm: 'RANDOM'"),
+            (lb(json!({"protocol": "UDP"})), "Unsupported protocol: 'UDP'"),
+            (lb(json!({"protocol": "TCP"})), "Port is required for this protocol."),
+            (lb(json!({"port": 0})), "Invalid port 0: must be 1..65535"),
+            (lb(json!({"port": 70000})), "Invalid port 70000: must be 1..65535"),
+            (lb(json!({"monitor": {"type": "CONNECT", "delay": 5, "timeout": 6, "attempts": 2}})), "Timeout cannot be greater than delay"),
+            (lb(json!({"monitor": {"type": "PING", "delay": 5, "timeout": 5, "attempts": 2}})), "Invalid monitor type: 'PING'"),
+            (n(json!({"weight": 300})), "Server 'weight' 300 exceeds max of 256"),
+            (n(json!({"weight": 0})), "Server 'weight' 0 is below the minimum of 1"),
+            (n(json!({"weight": "x"})), "Non-integer 'weight' value: 'x'"),
+            (n(json!({"port": "eighty"})), "Non-integer 'node port' value: 'eighty'"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(run(v.clone()).unwrap_err(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn injection_is_refused_everywhere() {
+        let evil = "10.0.0.1:80\n    stats enable";
+        assert!(run(http(json!([{"id": 1, "address": evil, "port": 80}]))).unwrap_err().starts_with("Invalid node address"));
+        assert!(run(http(json!([{"id": "1\n    stats enable", "address": "10.0.0.1", "port": 80}]))).unwrap_err().starts_with("Invalid node id"));
+        let v = json!({"loadBalancers": [{"protocol": "HTTP", "name": "a\nb", "nodes": []}]});
+        assert!(run(v).unwrap_err().starts_with("Invalid load balancer name"));
+        let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
+            "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2, "path": "/x\n    stats enable"}}]});
+        assert!(run(v).unwrap_err().starts_with("Invalid monitor path"));
+    }
+
+    #[test]
+    fn one_lb_per_protocol_and_port() {
+        let two = |a: Value, b: Value| json!({"loadBalancers": [a, b]});
+        let e = run(two(json!({"protocol": "HTTP", "nodes": []}), json!({"protocol": "http", "port": 81, "nodes": []})));
+        assert_eq!(e.unwrap_err(), "Protocol 'HTTP' is already defined.");
+        let e = run(two(json!({"protocol": "TCP", "port": 1, "nodes": []}), json!({"protocol": "GALERA", "port": 2, "nodes": []})));
+        assert!(e.unwrap_err().contains("share the tcp load balancer"));
+        let e = run(two(json!({"protocol": "HTTP", "port": 80, "nodes": []}), json!({"protocol": "TCP", "port": 80, "nodes": []})));
+        assert_eq!(e.unwrap_err(), "Port 80 is used by more than one load balancer");
+        assert!(run(two(json!({"protocol": "HTTP", "nodes": []}), json!({"protocol": "TCP", "port": 3306, "nodes": []}))).is_ok());
+    }
+
+    #[test]
+    fn galera_takes_one_primary() {
+        let v = |backup2: &str| json!({"loadBalancers": [{"protocol": "GALERA", "port": 3306, "nodes": [
+            {"id": 1, "address": "10.0.0.1", "port": 3306},
+            {"id": 2, "address": "10.0.0.2", "port": 3306, "backup": backup2}]}]});
+        assert!(run(v("TRUE")).is_ok());
+        assert_eq!(run(v("FALSE")).unwrap_err(), "Galera protocol does not accept more than one non-backup node");
+    }
+
+    #[test]
+    fn limits_apply() {
+        let limits = Limits { max_nodes: 1, ..Limits::default() };
+        let Value::Object(mut m) = http(json!([{"id": 1, "address": "10.0.0.1", "port": 80}, {"id": 2, "address": "10.0.0.1", "port": 81}])) else { panic!() };
+        assert!(parse(&mut m, &limits).unwrap_err().contains("limits.max_nodes"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Wiring: builds the logger, the driver thread, the controller and the supervised
+//! connections from `Settings`, then runs until SIGTERM/SIGINT and stops gracefully
+//! (no new grabs; the jobs in hand are finished and answered; exit 0).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{info, warn, Logger};
+
+use crate::actors::controller::{ControllerActor, ControllerConfig};
+use crate::actors::driver;
+use crate::actors::supervisor::Supervisor;
+use crate::config::{DriverKind, Settings};
+use crate::drivers::haproxy::HaproxyDriver;
+use crate::drivers::null::NullDriver;
+use crate::drivers::LoadBalancerDriver;
+use crate::jobs::diagnostics;
+use crate::transport;
+
+/// Extra time, beyond the job timeout, a graceful stop waits for jobs in hand.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the log: {0}")]
+    Log(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] transport::TransportError),
+    #[error("cannot write pid file {path}: {source}")]
+    Pid { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Builds the configured driver. Runs on the driver thread.
+pub fn build_driver(settings: &Settings, log: &Logger) -> Box<dyn LoadBalancerDriver> {
+    match settings.worker.driver {
+        DriverKind::Null => Box::new(NullDriver),
+        DriverKind::Haproxy => Box::new(HaproxyDriver::new(
+            settings.haproxy.clone(),
+            settings.worker.job_timeout,
+            log.new(slog::o!("driver" => "haproxy")),
+        )),
+    }
+}
+
+/// Runs the worker until it is told to stop.
+pub fn run(settings: Settings) -> Result<(), RunError> {
+    let (log, _guard) = crate::logging::build(&settings.log).map_err(RunError::Log)?;
+    for w in &settings.warnings {
+        warn!(log, "configuration"; "note" => w);
+    }
+    let tls = settings.gearman.tls.as_ref().map(transport::tls_connector).transpose()?;
+    if let Some(path) = &settings.worker.pid {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|source| RunError::Pid { path: path.clone(), source })?;
+    }
+    let system = actix_rt::System::new();
+    let result = system.block_on(serve(settings.clone(), tls, log.clone()));
+    if let Some(path) = &settings.worker.pid {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn serve(settings: Settings, tls: Option<transport::TlsConnector>, log: Logger) -> Result<(), RunError> {
+    let driver_settings = settings.clone();
+    let driver_log = log.clone();
+    let driver = driver::start(move || build_driver(&driver_settings, &driver_log), log.clone());
+    let controller = ControllerActor::new(
+        ControllerConfig {
+            limits: settings.limits,
+            job_timeout: settings.worker.job_timeout,
+            diagnostics: diagnostics::Targets {
+                gearman: settings.gearman.servers.clone(),
+                network: settings.worker.diagnostics_target.clone(),
+            },
+        },
+        driver.recipient(),
+        log.clone(),
+    )
+    .start();
+    let supervisor = Supervisor::start(
+        &settings.gearman,
+        &settings.worker.function,
+        tls,
+        controller.recipient(),
+        &log,
+    );
+    info!(log, "libra-worker started";
+        "version" => crate::jobs::discover::release(),
+        "function" => &settings.worker.function,
+        "servers" => settings.gearman.servers.iter().map(|s| s.config_form()).collect::<Vec<_>>().join(","),
+        "driver" => settings.worker.driver.name(),
+    );
+    let signal = wait_for_stop_signal().await.map_err(RunError::Runtime)?;
+    info!(log, "stopping: taking no new jobs, finishing the jobs in hand"; "signal" => signal);
+    if supervisor.drain(settings.worker.job_timeout + DRAIN_GRACE).await {
+        info!(log, "stopped");
+    } else {
+        warn!(log, "stopped with jobs still in hand after the grace period");
+    }
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
