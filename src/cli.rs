@@ -11,7 +11,11 @@ use crate::config::Settings;
 use crate::gearman::client::{Client, JobOutcome};
 
 #[derive(Debug, Parser)]
-#[command(name = "libra-worker", version, about = "Libra LBaaS worker: Gearman jobs in, HAProxy out")]
+#[command(
+    name = "libra-worker",
+    version,
+    about = "Libra LBaaS worker: Gearman jobs in, HAProxy out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -88,7 +92,15 @@ pub fn main() -> i32 {
             }
         },
         Cmd::CheckConfig { config } => check_config(&config),
-        Cmd::Submit { server, function, file, json, timeout, compact, action } => {
+        Cmd::Submit {
+            server,
+            function,
+            file,
+            json,
+            timeout,
+            compact,
+            action,
+        } => {
             let body = match (file, json, action) {
                 (Some(path), _, _) => match std::fs::read(&path) {
                     Ok(b) => b,
@@ -98,16 +110,27 @@ pub fn main() -> i32 {
                     }
                 },
                 (None, Some(text), _) => text.into_bytes(),
-                (None, None, Some(action)) => serde_json::json!({ "hpcs_action": action }).to_string().into_bytes(),
+                (None, None, Some(action)) => serde_json::json!({ "hpcs_action": action })
+                    .to_string()
+                    .into_bytes(),
                 (None, None, None) => {
                     eprintln!("libra-worker: give an ACTION, --file or --json");
                     return 2;
                 }
             };
-            let function = function.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-            submit(&server, &function, body, Duration::from_secs(timeout), compact)
+            let function = function
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+            submit(
+                &server,
+                &function,
+                body,
+                Duration::from_secs(timeout),
+                compact,
+            )
         }
-        Cmd::Haproxy { command: HaproxyCmd::Stop { config } } => match Settings::load(&config) {
+        Cmd::Haproxy {
+            command: HaproxyCmd::Stop { config },
+        } => match Settings::load(&config) {
             Ok(settings) => match crate::drivers::haproxy::stop_managed(&settings.haproxy) {
                 Ok(msg) => {
                     println!("{msg}");
@@ -156,7 +179,10 @@ fn check_config(path: &std::path::Path) -> i32 {
 }
 
 fn submit(server: &str, function: &str, body: Vec<u8>, timeout: Duration, compact: bool) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("libra-worker: {e}");
@@ -182,7 +208,10 @@ fn submit(server: &str, function: &str, body: Vec<u8>, timeout: Duration, compac
             1
         }
         Ok(JobOutcome::Exception(data)) => {
-            eprintln!("libra-worker: the job raised an exception: {}", String::from_utf8_lossy(&data));
+            eprintln!(
+                "libra-worker: the job raised an exception: {}",
+                String::from_utf8_lossy(&data)
+            );
             1
         }
         Err(e) => {

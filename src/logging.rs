@@ -34,12 +34,12 @@ pub fn build(settings: &LogSettings) -> std::io::Result<(Logger, slog_async::Asy
             let decorator = slog_term::PlainSyncDecorator::new(sink);
             Box::new(slog_term::FullFormat::new(decorator).build().fuse())
         }
-        LogFormat::Json => Box::new(
-            slog_json::Json::new(sink).add_default_keys().build().fuse(),
-        ),
+        LogFormat::Json => Box::new(slog_json::Json::new(sink).add_default_keys().build().fuse()),
     };
     let drain = drain.filter_level(settings.level).fuse();
-    let (drain, guard) = slog_async::Async::new(drain).chan_size(4096).build_with_guard();
+    let (drain, guard) = slog_async::Async::new(drain)
+        .chan_size(4096)
+        .build_with_guard();
     Ok((Logger::root(drain.fuse(), o!()), guard))
 }
 
@@ -75,7 +75,10 @@ pub fn masked_text(body: &[u8]) -> String {
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             if SECRET_FIELDS.iter().any(|f| text.contains(f)) {
-                format!("<{} bytes, not JSON, holds a secret field: not logged>", body.len())
+                format!(
+                    "<{} bytes, not JSON, holds a secret field: not logged>",
+                    body.len()
+                )
             } else {
                 text.chars().take(512).collect()
             }

@@ -41,16 +41,24 @@ pub fn tls_connector(files: &TlsFiles) -> Result<TlsConnector, TransportError> {
     let bad = |key: &'static str, problem: String| TransportError::TlsFiles { key, problem };
     let mut roots = RootCertStore::empty();
     for cert in read_certs("gearman.ssl_ca", &files.ca)? {
-        roots.add(cert).map_err(|e| bad("gearman.ssl_ca", format!("{}: {e}", files.ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad("gearman.ssl_ca", format!("{}: {e}", files.ca.display())))?;
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let config = match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs("gearman.ssl_cert", cert)?;
-            let pem = std::fs::read(key).map_err(|e| bad("gearman.ssl_key", format!("{}: {e}", key.display())))?;
+            let pem = std::fs::read(key)
+                .map_err(|e| bad("gearman.ssl_key", format!("{}: {e}", key.display())))?;
             let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| bad("gearman.ssl_key", format!("{}: {e}", key.display())))?
-                .ok_or_else(|| bad("gearman.ssl_key", format!("{}: no private key found", key.display())))?;
+                .ok_or_else(|| {
+                    bad(
+                        "gearman.ssl_key",
+                        format!("{}: no private key found", key.display()),
+                    )
+                })?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| bad("gearman.ssl_cert", format!("{}: {e}", cert.display())))?
@@ -60,14 +68,25 @@ pub fn tls_connector(files: &TlsFiles) -> Result<TlsConnector, TransportError> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-fn read_certs(key: &'static str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| TransportError::TlsFiles { key, problem: format!("{}: {e}", path.display()) })?;
+fn read_certs(
+    key: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let pem = std::fs::read(path).map_err(|e| TransportError::TlsFiles {
+        key,
+        problem: format!("{}: {e}", path.display()),
+    })?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TransportError::TlsFiles { key, problem: format!("{}: {e}", path.display()) })?;
+        .map_err(|e| TransportError::TlsFiles {
+            key,
+            problem: format!("{}: {e}", path.display()),
+        })?;
     if certs.is_empty() {
-        return Err(TransportError::TlsFiles { key, problem: format!("{}: no PEM certificate found", path.display()) });
+        return Err(TransportError::TlsFiles {
+            key,
+            problem: format!("{}: no PEM certificate found", path.display()),
+        });
     }
     Ok(certs)
 }
@@ -79,7 +98,9 @@ pub async fn connect(
     keepalive: Option<Keepalive>,
 ) -> Result<BoxStream, TransportError> {
     let work = async {
-        let tcp = TcpStream::connect((server.host.as_str(), server.port)).await.map_err(TransportError::Connect)?;
+        let tcp = TcpStream::connect((server.host.as_str(), server.port))
+            .await
+            .map_err(TransportError::Connect)?;
         // Answers are small; never let Nagle hold one back for a delayed ACK.
         tcp.set_nodelay(true).map_err(TransportError::Connect)?;
         if let Some(k) = keepalive {
@@ -93,13 +114,18 @@ pub async fn connect(
             if let Some(count) = k.count {
                 params = params.with_retries(count);
             }
-            socket2::SockRef::from(&tcp).set_tcp_keepalive(&params).map_err(TransportError::Connect)?;
+            socket2::SockRef::from(&tcp)
+                .set_tcp_keepalive(&params)
+                .map_err(TransportError::Connect)?;
         }
         match (server.tls, tls) {
             (true, Some(connector)) => {
                 let name = ServerName::try_from(server.host.clone())
                     .map_err(|_| TransportError::ServerName(server.host.clone()))?;
-                let stream = connector.connect(name, tcp).await.map_err(TransportError::Handshake)?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(TransportError::Handshake)?;
                 Ok(Box::new(stream) as BoxStream)
             }
             (true, None) => Err(TransportError::TlsFiles {
@@ -109,5 +135,7 @@ pub async fn connect(
             (false, _) => Ok(Box::new(tcp) as BoxStream),
         }
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, work).await.map_err(|_| TransportError::Timeout(CONNECT_TIMEOUT))?
+    tokio::time::timeout(CONNECT_TIMEOUT, work)
+        .await
+        .map_err(|_| TransportError::Timeout(CONNECT_TIMEOUT))?
 }

@@ -28,7 +28,10 @@ pub enum RunError {
     #[error(transparent)]
     Tls(#[from] transport::TransportError),
     #[error("cannot write pid file {path}: {source}")]
-    Pid { path: PathBuf, source: std::io::Error },
+    Pid {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -51,10 +54,19 @@ pub fn run(settings: Settings) -> Result<(), RunError> {
     for w in &settings.warnings {
         warn!(log, "configuration"; "note" => w);
     }
-    let tls = settings.gearman.tls.as_ref().map(transport::tls_connector).transpose()?;
+    let tls = settings
+        .gearman
+        .tls
+        .as_ref()
+        .map(transport::tls_connector)
+        .transpose()?;
     if let Some(path) = &settings.worker.pid {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|source| RunError::Pid { path: path.clone(), source })?;
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            RunError::Pid {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
     let system = actix_rt::System::new();
     let result = system.block_on(serve(settings.clone(), tls, log.clone()));
@@ -64,10 +76,17 @@ pub fn run(settings: Settings) -> Result<(), RunError> {
     result
 }
 
-async fn serve(settings: Settings, tls: Option<transport::TlsConnector>, log: Logger) -> Result<(), RunError> {
+async fn serve(
+    settings: Settings,
+    tls: Option<transport::TlsConnector>,
+    log: Logger,
+) -> Result<(), RunError> {
     let driver_settings = settings.clone();
     let driver_log = log.clone();
-    let driver = driver::start(move || build_driver(&driver_settings, &driver_log), log.clone());
+    let driver = driver::start(
+        move || build_driver(&driver_settings, &driver_log),
+        log.clone(),
+    );
     let controller = ControllerActor::new(
         ControllerConfig {
             limits: settings.limits,
@@ -96,10 +115,16 @@ async fn serve(settings: Settings, tls: Option<transport::TlsConnector>, log: Lo
     );
     let signal = wait_for_stop_signal().await.map_err(RunError::Runtime)?;
     info!(log, "stopping: taking no new jobs, finishing the jobs in hand"; "signal" => signal);
-    if supervisor.drain(settings.worker.job_timeout + DRAIN_GRACE).await {
+    if supervisor
+        .drain(settings.worker.job_timeout + DRAIN_GRACE)
+        .await
+    {
         info!(log, "stopped");
     } else {
-        warn!(log, "stopped with jobs still in hand after the grace period");
+        warn!(
+            log,
+            "stopped with jobs still in hand after the grace period"
+        );
     }
     Ok(())
 }

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transport::TlsConnector;
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, info, warn, Logger};
 use tokio::io::WriteHalf;
 use tokio::sync::oneshot;
-use crate::transport::TlsConnector;
 use tokio_util::codec::FramedRead;
 
 use super::controller::{Job, JobAnswer};
@@ -41,8 +41,13 @@ pub enum ConnState {
 }
 
 impl ConnState {
-    pub const ALL: [ConnState; 5] =
-        [ConnState::Connecting, ConnState::Grabbing, ConnState::Sleeping, ConnState::Working, ConnState::BackingOff];
+    pub const ALL: [ConnState; 5] = [
+        ConnState::Connecting,
+        ConnState::Grabbing,
+        ConnState::Sleeping,
+        ConnState::Working,
+        ConnState::BackingOff,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -55,12 +60,18 @@ impl ConnState {
     }
 
     fn from_u8(v: u8) -> ConnState {
-        ConnState::ALL.get(v as usize).copied().unwrap_or(ConnState::Connecting)
+        ConnState::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(ConnState::Connecting)
     }
 
     /// Registered with the job server and able to take jobs.
     pub fn is_connected(self) -> bool {
-        matches!(self, ConnState::Grabbing | ConnState::Sleeping | ConnState::Working)
+        matches!(
+            self,
+            ConnState::Grabbing | ConnState::Sleeping | ConnState::Working
+        )
     }
 }
 
@@ -94,7 +105,10 @@ impl ConnectionStatus {
     }
 
     pub fn last_error(&self) -> String {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 
     fn set_last_error(&self, e: &str) {
@@ -195,15 +209,23 @@ impl ConnectionActor {
         ctx.add_stream(FramedRead::new(read, GearmanCodec::client(max)));
         self.writer = Some(FramedWrite::new(write, GearmanCodec::client(max), ctx));
         self.last_rx = Instant::now();
-        self.send(Packet::SetClientId { id: self.config.client_id.clone() });
-        self.send(Packet::CanDo { function: self.config.function.clone() });
+        self.send(Packet::SetClientId {
+            id: self.config.client_id.clone(),
+        });
+        self.send(Packet::CanDo {
+            function: self.config.function.clone(),
+        });
         self.grab(ctx);
         debug!(self.log, "registered"; "function" => String::from_utf8_lossy(&self.config.function).into_owned());
     }
 
     /// Asks for a job when there is room for one and no grab is already out.
     fn grab(&mut self, _ctx: &mut Context<Self>) {
-        if self.draining || self.grab_outstanding || self.in_hand >= self.config.prefetch || self.writer.is_none() {
+        if self.draining
+            || self.grab_outstanding
+            || self.in_hand >= self.config.prefetch
+            || self.writer.is_none()
+        {
             return;
         }
         self.grab_outstanding = true;
@@ -232,7 +254,11 @@ impl ConnectionActor {
         self.in_hand += 1;
         self.status.set_state(ConnState::Working);
         self.status.jobs.fetch_add(1, Ordering::Relaxed);
-        let job = Job { server: self.name.clone(), handle: handle.clone(), body: data };
+        let job = Job {
+            server: self.name.clone(),
+            handle: handle.clone(),
+            body: data,
+        };
         self.controller
             .send(job)
             .into_actor(self)
@@ -242,10 +268,18 @@ impl ConnectionActor {
         self.grab(ctx);
     }
 
-    fn answered(&mut self, handle: Bytes, res: Result<JobAnswer, MailboxError>, ctx: &mut Context<Self>) {
+    fn answered(
+        &mut self,
+        handle: Bytes,
+        res: Result<JobAnswer, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
         self.in_hand = self.in_hand.saturating_sub(1);
         match res {
-            Ok(answer) => self.send(Packet::WorkComplete { handle, data: Bytes::from(answer.body) }),
+            Ok(answer) => self.send(Packet::WorkComplete {
+                handle,
+                data: Bytes::from(answer.body),
+            }),
             Err(e) => {
                 warn!(self.log, "job could not be run"; "error" => %e);
                 self.send(Packet::WorkFail { handle });
@@ -305,11 +339,19 @@ impl ConnectionActor {
             return;
         }
         if self.ping_outstanding {
-            self.fail(format!("job server sent nothing for {} s, not even an ECHO_RES", PING_AFTER.as_secs() * 2), ctx);
+            self.fail(
+                format!(
+                    "job server sent nothing for {} s, not even an ECHO_RES",
+                    PING_AFTER.as_secs() * 2
+                ),
+                ctx,
+            );
         } else {
             self.ping_outstanding = true;
             self.last_rx = Instant::now();
-            self.send(Packet::EchoReq { data: Bytes::from_static(b"libra-worker") });
+            self.send(Packet::EchoReq {
+                data: Bytes::from_static(b"libra-worker"),
+            });
         }
     }
 }
@@ -382,7 +424,10 @@ impl StreamHandler<Result<Packet, CodecError>> for ConnectionActor {
                 ),
                 ctx,
             ),
-            other => self.fail(format!("unexpected {} packet from job server", other.name()), ctx),
+            other => self.fail(
+                format!("unexpected {} packet from job server", other.name()),
+                ctx,
+            ),
         }
     }
 

@@ -75,7 +75,11 @@ impl ControllerActor {
     }
 
     /// Queues a driver command; the receiver yields its result.
-    fn enqueue(&mut self, command: Command, ctx: &mut Context<Self>) -> oneshot::Receiver<DriverResult<Reply>> {
+    fn enqueue(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<DriverResult<Reply>> {
         let (reply, rx) = oneshot::channel();
         self.queue.push_back(Pending { command, reply });
         self.pump(ctx);
@@ -99,7 +103,9 @@ impl ControllerActor {
                 .send(Execute(command))
                 .into_actor(self)
                 .map(move |res, act, ctx| {
-                    let result = res.unwrap_or_else(|e| Err(DriverError::Failed(format!("driver unavailable: {e}"))));
+                    let result = res.unwrap_or_else(|e| {
+                        Err(DriverError::Failed(format!("driver unavailable: {e}")))
+                    });
                     let _ = reply.send(result);
                     act.busy = false;
                     act.pump(ctx);
@@ -111,7 +117,10 @@ impl ControllerActor {
 
     /// Gives the driver an upkeep turn when it has had nothing to do for a while.
     fn housekeeping_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if !self.busy && self.queue.is_empty() && self.last_driver_turn.elapsed() >= HOUSEKEEPING_INTERVAL {
+        if !self.busy
+            && self.queue.is_empty()
+            && self.last_driver_turn.elapsed() >= HOUSEKEEPING_INTERVAL
+        {
             self.housekeeping(ctx);
         }
     }
@@ -137,7 +146,9 @@ impl Actor for ControllerActor {
         // Connections hold at most `prefetch` jobs each; the mailbox must not be the bound.
         ctx.set_mailbox_capacity(1024);
         self.housekeeping(ctx);
-        ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, ctx| act.housekeeping_if_idle(ctx));
+        ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, ctx| {
+            act.housekeeping_if_idle(ctx)
+        });
     }
 }
 
@@ -154,7 +165,12 @@ impl Handler<Job> for ControllerActor {
             Ok(req) => req,
             Err(rejected) => {
                 debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
-                return Box::pin(futures::future::ready(finish(&log, rejected.action, rejected.answer, started)));
+                return Box::pin(futures::future::ready(finish(
+                    &log,
+                    rejected.action,
+                    rejected.answer,
+                    started,
+                )));
             }
         };
         let action = req.action;
@@ -163,7 +179,12 @@ impl Handler<Job> for ControllerActor {
         let command = match action {
             Action::Discover => {
                 discover::answer(&mut msg);
-                return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+                return Box::pin(futures::future::ready(finish(
+                    &log,
+                    Some(action),
+                    Value::Object(msg),
+                    started,
+                )));
             }
             Action::Diagnostics => {
                 let targets = self.config.diagnostics.clone();
@@ -176,14 +197,24 @@ impl Handler<Job> for ControllerActor {
                 Ok(lbs) => Command::Update(lbs),
                 Err(message) => {
                     update::refuse(&mut msg, &message);
-                    return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+                    return Box::pin(futures::future::ready(finish(
+                        &log,
+                        Some(action),
+                        Value::Object(msg),
+                        started,
+                    )));
                 }
             },
             Action::Archive => match archive::parse(&msg) {
                 Ok(target) => Command::Archive(target),
                 Err(message) => {
                     response::bad_request(&mut msg, &message);
-                    return Box::pin(futures::future::ready(finish(&log, Some(action), Value::Object(msg), started)));
+                    return Box::pin(futures::future::ready(finish(
+                        &log,
+                        Some(action),
+                        Value::Object(msg),
+                        started,
+                    )));
                 }
             },
             Action::Suspend => Command::Suspend,
@@ -197,8 +228,13 @@ impl Handler<Job> for ControllerActor {
         Box::pin(async move {
             let result = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(DriverError::Failed("the driver dropped the job".to_string())),
-                Err(_) => Err(DriverError::Failed(format!("{action} timed out after {} s", timeout.as_secs()))),
+                Ok(Err(_)) => Err(DriverError::Failed(
+                    "the driver dropped the job".to_string(),
+                )),
+                Err(_) => Err(DriverError::Failed(format!(
+                    "{action} timed out after {} s",
+                    timeout.as_secs()
+                ))),
             };
             answer(action, &mut msg, result);
             finish(&log, Some(action), Value::Object(msg), started)
@@ -255,7 +291,11 @@ fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Rep
 fn finish(log: &Logger, action: Option<Action>, answer: Value, started: Instant) -> JobAnswer {
     let passed = response::passed(&answer);
     let elapsed = started.elapsed();
-    let error = answer.get(response::ERROR_FIELD).and_then(Value::as_str).unwrap_or("").to_string();
+    let error = answer
+        .get(response::ERROR_FIELD)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     debug!(log, "answer"; "response" => %masked(&answer));
     info!(log, "job done";
         "action" => action.map(|a| a.as_str()).unwrap_or("-"),
@@ -263,8 +303,13 @@ fn finish(log: &Logger, action: Option<Action>, answer: Value, started: Instant)
         "duration_ms" => format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
         "error" => error,
     );
-    let body = serde_json::to_vec(&answer).unwrap_or_else(|_| br#"{"hpcs_response":"FAIL"}"#.to_vec());
-    JobAnswer { body, action, passed }
+    let body =
+        serde_json::to_vec(&answer).unwrap_or_else(|_| br#"{"hpcs_response":"FAIL"}"#.to_vec());
+    JobAnswer {
+        body,
+        action,
+        passed,
+    }
 }
 
 pub use jobs::response::passed;

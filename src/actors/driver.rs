@@ -57,6 +57,9 @@ where
             Ok(make) => make(),
             Err(poisoned) => (poisoned.into_inner())(),
         };
-        DriverActor { driver, log: log.new(slog::o!("actor" => "driver")) }
+        DriverActor {
+            driver,
+            log: log.new(slog::o!("actor" => "driver")),
+        }
     })
 }

@@ -30,7 +30,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(max: Duration) -> Self {
-        Backoff { max: max.max(BACKOFF_START), current: None, attempts: 0 }
+        Backoff {
+            max: max.max(BACKOFF_START),
+            current: None,
+            attempts: 0,
+        }
     }
 
     /// The delay before the next attempt.
@@ -104,7 +108,10 @@ impl Supervisor {
             connections.push(actix::Supervisor::start(move |_| actor));
             statuses.push(status);
         }
-        Supervisor { connections, statuses }
+        Supervisor {
+            connections,
+            statuses,
+        }
     }
 
     /// Stops every connection from taking jobs and waits, at most `limit`, until none

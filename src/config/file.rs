@@ -19,7 +19,10 @@ pub struct FileConfig {
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GearmanFile {
-    #[serde(deserialize_with = "string_list", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub servers: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect_sleep: Option<u64>,
@@ -142,5 +145,9 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D
 
 /// Splits `a, b,c` into trimmed, non-empty items.
 pub fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }

@@ -46,7 +46,10 @@ pub const ENV_PREFIX: &str = "LIBRA_WORKER";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration file {path}: unknown format (use .toml, .cfg or .ini)")]
     Format { path: PathBuf },
     #[error("configuration file {path}: {problem}")]
@@ -58,7 +61,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
 }
 
 /// Checked, typed settings with every default applied.
@@ -226,10 +232,19 @@ impl Settings {
 
     /// As [`Settings::load`], with an explicit environment (for tests).
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let parse = |problem: String| ConfigError::Parse { path: path.to_path_buf(), problem };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let parse = |problem: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            problem,
+        };
         let (file, warnings) = match ext.as_str() {
             "toml" => {
                 let file: FileConfig = config::Config::builder()
@@ -248,7 +263,11 @@ impl Settings {
                 let read = reference_ini::from_sections(sections)?;
                 (read.config, read.warnings)
             }
-            _ => return Err(ConfigError::Format { path: path.to_path_buf() }),
+            _ => {
+                return Err(ConfigError::Format {
+                    path: path.to_path_buf(),
+                })
+            }
         };
         let file = apply_env(file, env)?;
         let mut settings = Settings::from_file(file)?;
@@ -264,7 +283,15 @@ impl Settings {
         let haproxy = haproxy_settings(&f)?;
         let metrics = metrics_settings(&f)?;
         let limits = limits_settings(&f)?;
-        Ok(Settings { gearman, worker, log, haproxy, metrics, limits, warnings: Vec::new() })
+        Ok(Settings {
+            gearman,
+            worker,
+            log,
+            haproxy,
+            metrics,
+            limits,
+            warnings: Vec::new(),
+        })
     }
 
     /// The effective configuration in the native file shape, every key filled in. Two
@@ -279,7 +306,10 @@ impl Settings {
                 reconnect_sleep: Some(g.reconnect_sleep.as_secs()),
                 poll: Some(g.poll.as_secs()),
                 ssl_ca: g.tls.as_ref().and_then(|t| path(&t.ca)),
-                ssl_cert: g.tls.as_ref().and_then(|t| t.cert.as_deref().and_then(path)),
+                ssl_cert: g
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.cert.as_deref().and_then(path)),
                 ssl_key: g.tls.as_ref().and_then(|t| t.key.as_deref().and_then(path)),
                 keepalive: Some(g.keepalive.is_some()),
                 keepcnt: g.keepalive.and_then(|k| k.count),
@@ -325,7 +355,12 @@ impl Settings {
                 }
             },
             metrics: file::MetricsFile {
-                listen: Some(self.metrics.listen.map(|a| a.to_string()).unwrap_or_default()),
+                listen: Some(
+                    self.metrics
+                        .listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                ),
                 summary_interval: Some(self.metrics.summary_interval.as_secs()),
             },
             limits: file::LimitsFile {
@@ -345,7 +380,9 @@ fn apply_env(file: FileConfig, env: &[(String, String)]) -> Result<FileConfig, C
         config::Config::try_from(&file).map_err(|e| invalid("configuration", e.to_string()))?,
     );
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         let key = rest.to_ascii_lowercase().replace("__", ".");
         builder = builder
             .set_override(key.as_str(), value.as_str())
@@ -354,7 +391,10 @@ fn apply_env(file: FileConfig, env: &[(String, String)]) -> Result<FileConfig, C
     builder
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Section { section: "environment".to_string(), problem: e.to_string() })
+        .map_err(|e| ConfigError::Section {
+            section: "environment".to_string(),
+            problem: e.to_string(),
+        })
 }
 
 fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
@@ -362,17 +402,25 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
     let tls = match (&g.ssl_ca, &g.ssl_cert, &g.ssl_key) {
         (None, None, None) => None,
         (ca, cert, key) => {
-            let ca = ca
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| invalid("gearman.ssl_ca", "required when ssl_cert or ssl_key is set"))?;
+            let ca = ca.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+                invalid("gearman.ssl_ca", "required when ssl_cert or ssl_key is set")
+            })?;
             if cert.is_some() != key.is_some() {
-                return Err(invalid("gearman.ssl_cert", "ssl_cert and ssl_key must be given together"));
+                return Err(invalid(
+                    "gearman.ssl_cert",
+                    "ssl_cert and ssl_key must be given together",
+                ));
             }
             let files = TlsFiles {
                 ca: readable("gearman.ssl_ca", ca)?,
-                cert: cert.as_deref().map(|c| readable("gearman.ssl_cert", c)).transpose()?,
-                key: key.as_deref().map(|k| readable("gearman.ssl_key", k)).transpose()?,
+                cert: cert
+                    .as_deref()
+                    .map(|c| readable("gearman.ssl_cert", c))
+                    .transpose()?,
+                key: key
+                    .as_deref()
+                    .map(|k| readable("gearman.ssl_key", k))
+                    .transpose()?,
             };
             Some(files)
         }
@@ -380,14 +428,20 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
     let default_list = vec![DEFAULT_SERVER.to_string()];
     let list = g.servers.as_ref().unwrap_or(&default_list);
     if list.is_empty() {
-        return Err(invalid("gearman.servers", "at least one job server is required"));
+        return Err(invalid(
+            "gearman.servers",
+            "at least one job server is required",
+        ));
     }
     let servers = list
         .iter()
         .map(|s| parse_server(s, tls.is_some()))
         .collect::<Result<Vec<_>, _>>()?;
     if servers.iter().any(|s| s.tls) && tls.is_none() {
-        return Err(invalid("gearman.ssl_ca", "a tls:// job server needs ssl_ca to verify it"));
+        return Err(invalid(
+            "gearman.ssl_ca",
+            "a tls:// job server needs ssl_ca to verify it",
+        ));
     }
     let keepalive = if g.keepalive.unwrap_or(false) {
         Some(Keepalive {
@@ -400,9 +454,14 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
     };
     let reconnect_sleep = g.reconnect_sleep.unwrap_or(DEFAULT_RECONNECT_SLEEP);
     if reconnect_sleep == 0 {
-        return Err(invalid("gearman.reconnect_sleep", "must be at least 1 second"));
+        return Err(invalid(
+            "gearman.reconnect_sleep",
+            "must be at least 1 second",
+        ));
     }
-    let max_packet_bytes = g.max_packet_bytes.unwrap_or(crate::gearman::DEFAULT_MAX_PACKET_BYTES);
+    let max_packet_bytes = g
+        .max_packet_bytes
+        .unwrap_or(crate::gearman::DEFAULT_MAX_PACKET_BYTES);
     if max_packet_bytes < 1024 {
         return Err(invalid("gearman.max_packet_bytes", "must be at least 1024"));
     }
@@ -443,14 +502,21 @@ pub fn parse_server(text: &str, tls_default: bool) -> Result<ServerAddr, ConfigE
         (h.to_string(), port)
     } else {
         match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad("port must be 1..65535"))?),
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>().map_err(|_| bad("port must be 1..65535"))?,
+            ),
             None => (rest.to_string(), DEFAULT_GEARMAN_PORT),
         }
     };
     if port == 0 {
         return Err(bad("port must be 1..65535"));
     }
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
         return Err(bad("not a host name or address"));
     }
     Ok(ServerAddr { host, port, tls })
@@ -466,25 +532,51 @@ fn worker_settings(f: &FileConfig) -> Result<WorkerSettings, ConfigError> {
     let function = match w.function.as_deref() {
         Some(name) => name.to_string(),
         None => gethostname::gethostname().into_string().map_err(|_| {
-            invalid("worker.function", "the host name is not valid UTF-8; set the function explicitly")
+            invalid(
+                "worker.function",
+                "the host name is not valid UTF-8; set the function explicitly",
+            )
         })?,
     };
-    if function.is_empty() || function.len() > 255 || function.bytes().any(|b| b == 0 || b.is_ascii_whitespace()) {
-        return Err(invalid("worker.function", format!("'{function}' is not a usable Gearman function name")));
+    if function.is_empty()
+        || function.len() > 255
+        || function.bytes().any(|b| b == 0 || b.is_ascii_whitespace())
+    {
+        return Err(invalid(
+            "worker.function",
+            format!("'{function}' is not a usable Gearman function name"),
+        ));
     }
-    let driver = match w.driver.as_deref().unwrap_or("haproxy").to_ascii_lowercase().as_str() {
+    let driver = match w
+        .driver
+        .as_deref()
+        .unwrap_or("haproxy")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "haproxy" => DriverKind::Haproxy,
         "null" => DriverKind::Null,
-        other => return Err(invalid("worker.driver", format!("unknown driver '{other}' (haproxy or null)"))),
+        other => {
+            return Err(invalid(
+                "worker.driver",
+                format!("unknown driver '{other}' (haproxy or null)"),
+            ))
+        }
     };
     let diagnostics_target = match w.diagnostics_target.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(t) => {
-            let (host, port) = t
-                .rsplit_once(':')
-                .ok_or_else(|| invalid("worker.diagnostics_target", format!("'{t}' is not host:port")))?;
+            let (host, port) = t.rsplit_once(':').ok_or_else(|| {
+                invalid(
+                    "worker.diagnostics_target",
+                    format!("'{t}' is not host:port"),
+                )
+            })?;
             if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(invalid("worker.diagnostics_target", format!("'{t}' is not host:port")));
+                return Err(invalid(
+                    "worker.diagnostics_target",
+                    format!("'{t}' is not host:port"),
+                ));
             }
             Some(t.to_string())
         }
@@ -498,12 +590,23 @@ fn worker_settings(f: &FileConfig) -> Result<WorkerSettings, ConfigError> {
         driver,
         diagnostics_target,
         job_timeout: Duration::from_secs(job_timeout),
-        pid: w.pid.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from),
+        pid: w
+            .pid
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
     })
 }
 
 fn log_settings(f: &FileConfig) -> Result<LogSettings, ConfigError> {
-    let level = match f.log.level.as_deref().unwrap_or("info").to_ascii_lowercase().as_str() {
+    let level = match f
+        .log
+        .level
+        .as_deref()
+        .unwrap_or("info")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "critical" => slog::Level::Critical,
         "error" => slog::Level::Error,
         "warning" | "warn" => slog::Level::Warning,
@@ -517,12 +620,33 @@ fn log_settings(f: &FileConfig) -> Result<LogSettings, ConfigError> {
             ))
         }
     };
-    let format = match f.log.format.as_deref().unwrap_or("term").to_ascii_lowercase().as_str() {
+    let format = match f
+        .log
+        .format
+        .as_deref()
+        .unwrap_or("term")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "term" => LogFormat::Term,
         "json" => LogFormat::Json,
-        other => return Err(invalid("log.format", format!("unknown format '{other}' (term or json)"))),
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("unknown format '{other}' (term or json)"),
+            ))
+        }
     };
-    Ok(LogSettings { level, format, file: f.log.file.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from) })
+    Ok(LogSettings {
+        level,
+        format,
+        file: f
+            .log
+            .file
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    })
 }
 
 pub fn level_name(level: slog::Level) -> &'static str {
@@ -538,12 +662,27 @@ pub fn level_name(level: slog::Level) -> &'static str {
 
 fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
     let h = &f.haproxy;
-    let mode = match h.mode.as_deref().unwrap_or("managed").to_ascii_lowercase().as_str() {
+    let mode = match h
+        .mode
+        .as_deref()
+        .unwrap_or("managed")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "managed" => HaproxyMode::Managed,
         "service" => HaproxyMode::Service,
-        other => return Err(invalid("haproxy.mode", format!("unknown mode '{other}' (managed or service)"))),
+        other => {
+            return Err(invalid(
+                "haproxy.mode",
+                format!("unknown mode '{other}' (managed or service)"),
+            ))
+        }
     };
-    let set = |v: &Option<String>| v.as_deref().filter(|s| !s.trim().is_empty()).map(PathBuf::from);
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from)
+    };
     let state_dir = set(&h.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     if !state_dir.is_absolute() {
         return Err(invalid("haproxy.state_dir", "must be an absolute path"));
@@ -563,16 +702,30 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
             PathBuf::from("/var/run/haproxy.pid"),
         ),
     };
-    let command = |key: &'static str, v: &Option<String>, default: &str| -> Result<Vec<String>, ConfigError> {
-        let words: Vec<String> = v.as_deref().unwrap_or(default).split_whitespace().map(String::from).collect();
+    let command = |key: &'static str,
+                   v: &Option<String>,
+                   default: &str|
+     -> Result<Vec<String>, ConfigError> {
+        let words: Vec<String> = v
+            .as_deref()
+            .unwrap_or(default)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         if words.is_empty() {
             return Err(invalid(key, "must name a command"));
         }
         Ok(words)
     };
-    let bind_address = h.bind_address.clone().unwrap_or_else(|| DEFAULT_BIND_ADDRESS.to_string());
+    let bind_address = h
+        .bind_address
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BIND_ADDRESS.to_string());
     if bind_address.parse::<std::net::IpAddr>().is_err() {
-        return Err(invalid("haproxy.bind_address", format!("'{bind_address}' is not an IP address")));
+        return Err(invalid(
+            "haproxy.bind_address",
+            format!("'{bind_address}' is not an IP address"),
+        ));
     }
     let settings = HaproxySettings {
         mode,
@@ -583,9 +736,21 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         statsfile: set(&h.statsfile).unwrap_or_else(|| in_state("metrics.json")),
         stats_socket: set(&h.stats_socket).unwrap_or(stats_socket),
         pid_file: set(&h.pid_file).unwrap_or(pid_file),
-        start_cmd: command("haproxy.start_cmd", &h.start_cmd, "sudo -n service haproxy start")?,
-        stop_cmd: command("haproxy.stop_cmd", &h.stop_cmd, "sudo -n service haproxy stop")?,
-        reload_cmd: command("haproxy.reload_cmd", &h.reload_cmd, "sudo -n service haproxy reload")?,
+        start_cmd: command(
+            "haproxy.start_cmd",
+            &h.start_cmd,
+            "sudo -n service haproxy start",
+        )?,
+        stop_cmd: command(
+            "haproxy.stop_cmd",
+            &h.stop_cmd,
+            "sudo -n service haproxy stop",
+        )?,
+        reload_cmd: command(
+            "haproxy.reload_cmd",
+            &h.reload_cmd,
+            "sudo -n service haproxy reload",
+        )?,
         runtime_api: h.runtime_api.unwrap_or(true),
         state_dir,
     };
@@ -598,8 +763,15 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
     ] {
         let text = p.display().to_string();
         // These paths are written into haproxy.cfg: keep them plain.
-        if !p.is_absolute() || text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '#') {
-            return Err(invalid(key, format!("'{text}' must be an absolute path without spaces or quotes")));
+        if !p.is_absolute()
+            || text
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '#')
+        {
+            return Err(invalid(
+                key,
+                format!("'{text}' must be an absolute path without spaces or quotes"),
+            ));
         }
     }
     Ok(settings)
@@ -607,16 +779,26 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
 
 fn metrics_settings(f: &FileConfig) -> Result<MetricsSettings, ConfigError> {
     let listen = match f.metrics.listen.as_deref().map(str::trim) {
-        None => Some(DEFAULT_METRICS_LISTEN.parse().map_err(|_| invalid("metrics.listen", "bad default"))?),
-        Some("") => None,
-        Some(a) => Some(
-            a.parse::<SocketAddr>()
-                .map_err(|_| invalid("metrics.listen", format!("'{a}' is not ip:port (empty disables)")))?,
+        None => Some(
+            DEFAULT_METRICS_LISTEN
+                .parse()
+                .map_err(|_| invalid("metrics.listen", "bad default"))?,
         ),
+        Some("") => None,
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("'{a}' is not ip:port (empty disables)"),
+            )
+        })?),
     };
     Ok(MetricsSettings {
         listen,
-        summary_interval: Duration::from_secs(f.metrics.summary_interval.unwrap_or(DEFAULT_SUMMARY_INTERVAL)),
+        summary_interval: Duration::from_secs(
+            f.metrics
+                .summary_interval
+                .unwrap_or(DEFAULT_SUMMARY_INTERVAL),
+        ),
     })
 }
 
@@ -628,9 +810,21 @@ fn limits_settings(f: &FileConfig) -> Result<Limits, ConfigError> {
         None => Ok(default),
     };
     Ok(Limits {
-        max_job_bytes: positive("limits.max_job_bytes", l.max_job_bytes, DEFAULT_MAX_JOB_BYTES)?,
-        max_json_depth: positive("limits.max_json_depth", l.max_json_depth, DEFAULT_MAX_JSON_DEPTH)?,
-        max_load_balancers: positive("limits.max_load_balancers", l.max_load_balancers, DEFAULT_MAX_LOAD_BALANCERS)?,
+        max_job_bytes: positive(
+            "limits.max_job_bytes",
+            l.max_job_bytes,
+            DEFAULT_MAX_JOB_BYTES,
+        )?,
+        max_json_depth: positive(
+            "limits.max_json_depth",
+            l.max_json_depth,
+            DEFAULT_MAX_JSON_DEPTH,
+        )?,
+        max_load_balancers: positive(
+            "limits.max_load_balancers",
+            l.max_load_balancers,
+            DEFAULT_MAX_LOAD_BALANCERS,
+        )?,
         max_nodes: positive("limits.max_nodes", l.max_nodes, DEFAULT_MAX_NODES)?,
     })
 }
@@ -647,9 +841,23 @@ mod tests {
 
     #[test]
     fn servers_parse_in_every_form() {
-        assert_eq!(parse_server("10.0.0.1:4730", false).unwrap(), ServerAddr { host: "10.0.0.1".into(), port: 4730, tls: false });
+        assert_eq!(
+            parse_server("10.0.0.1:4730", false).unwrap(),
+            ServerAddr {
+                host: "10.0.0.1".into(),
+                port: 4730,
+                tls: false
+            }
+        );
         assert_eq!(parse_server("gm.example", false).unwrap().port, 4730);
-        assert_eq!(parse_server("[::1]:5000", false).unwrap(), ServerAddr { host: "::1".into(), port: 5000, tls: false });
+        assert_eq!(
+            parse_server("[::1]:5000", false).unwrap(),
+            ServerAddr {
+                host: "::1".into(),
+                port: 5000,
+                tls: false
+            }
+        );
         assert!(parse_server("tls://h:1", false).unwrap().tls);
         assert!(!parse_server("tcp://h:1", true).unwrap().tls);
         assert!(parse_server("h:1", true).unwrap().tls);
@@ -661,7 +869,11 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(&dir, "w.toml", "[gearman]\nservers = [\"a:1\"]\nreconect_sleep = 3\n");
+        let p = write(
+            &dir,
+            "w.toml",
+            "[gearman]\nservers = [\"a:1\"]\nreconect_sleep = 3\n",
+        );
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
         assert!(err.contains("reconect_sleep"), "{err}");
     }
@@ -680,18 +892,35 @@ mod tests {
     #[test]
     fn unreadable_tls_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(&dir, "w.toml", "[gearman]\nssl_ca = \"/nonexistent/ca.pem\"\n");
+        let p = write(
+            &dir,
+            "w.toml",
+            "[gearman]\nssl_ca = \"/nonexistent/ca.pem\"\n",
+        );
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
-        assert!(err.starts_with("gearman.ssl_ca: cannot read /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.starts_with("gearman.ssl_ca: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(&dir, "w.toml", "[gearman]\nservers = [\"a:1\"]\n[worker]\nfunction = \"f\"\n");
+        let p = write(
+            &dir,
+            "w.toml",
+            "[gearman]\nservers = [\"a:1\"]\n[worker]\nfunction = \"f\"\n",
+        );
         let env = vec![
-            ("LIBRA_WORKER__GEARMAN__SERVERS".to_string(), "b:2, c:3".to_string()),
-            ("LIBRA_WORKER__WORKER__JOB_TIMEOUT".to_string(), "7".to_string()),
+            (
+                "LIBRA_WORKER__GEARMAN__SERVERS".to_string(),
+                "b:2, c:3".to_string(),
+            ),
+            (
+                "LIBRA_WORKER__WORKER__JOB_TIMEOUT".to_string(),
+                "7".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let s = Settings::load_with_env(&p, &env).unwrap();
@@ -705,7 +934,10 @@ mod tests {
     fn unknown_environment_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "w.toml", "");
-        let env = vec![("LIBRA_WORKER__GEARMAN__SERVRS".to_string(), "b:2".to_string())];
+        let env = vec![(
+            "LIBRA_WORKER__GEARMAN__SERVRS".to_string(),
+            "b:2".to_string(),
+        )];
         let err = Settings::load_with_env(&p, &env).unwrap_err().to_string();
         assert!(err.contains("servrs"), "{err}");
     }
@@ -729,9 +961,15 @@ mod tests {
         assert_eq!(s.gearman.keepalive.and_then(|k| k.count), Some(4));
         assert_eq!(s.haproxy.mode, HaproxyMode::Service);
         assert_eq!(s.haproxy.statsfile, PathBuf::from("/var/log/haproxy.stats"));
-        assert_eq!(s.haproxy.config_file, PathBuf::from("/etc/haproxy/haproxy.cfg"));
+        assert_eq!(
+            s.haproxy.config_file,
+            PathBuf::from("/etc/haproxy/haproxy.cfg")
+        );
         assert_eq!(s.log.level, slog::Level::Info);
-        assert_eq!(s.worker.pid, Some(PathBuf::from("/var/run/libra/libra_worker.pid")));
+        assert_eq!(
+            s.worker.pid,
+            Some(PathBuf::from("/var/run/libra/libra_worker.pid"))
+        );
         assert!(s.warnings.iter().any(|w| w.contains("admin_api")));
     }
 
@@ -740,7 +978,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "a.cfg", "[gearman]\nserverz = a:1\n");
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
-        assert!(err.contains("[gearman]") && err.contains("serverz"), "{err}");
+        assert!(
+            err.contains("[gearman]") && err.contains("serverz"),
+            "{err}"
+        );
         let p = write(&dir, "b.cfg", "[gearmen]\nservers = a:1\n");
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
         assert!(err.contains("[gearmen]"), "{err}");

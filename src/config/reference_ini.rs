@@ -7,11 +7,21 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::file::{FileConfig, GearmanFile, HaproxyFile, LimitsFile, LogFile, MetricsFile, WorkerFile};
+use super::file::{
+    FileConfig, GearmanFile, HaproxyFile, LimitsFile, LogFile, MetricsFile, WorkerFile,
+};
 use super::ConfigError;
 
 /// Sections of a shared `libra.cfg` that configure other Libra services, not the worker.
-const OTHER_LIBRA_SECTIONS: &[&str] = &["api", "admin_api", "mgm", "pool_mgm", "billing", "keystone_authtoken", "mysql"];
+const OTHER_LIBRA_SECTIONS: &[&str] = &[
+    "api",
+    "admin_api",
+    "mgm",
+    "pool_mgm",
+    "billing",
+    "keystone_authtoken",
+    "mysql",
+];
 
 /// `[DEFAULT]` keys the worker understands. Others are common oslo options of the
 /// other services and are ignored with a warning.
@@ -56,7 +66,10 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
     let mut service: Option<config::Value> = None;
     let mut haproxy_native: Option<HaproxyFile> = None;
     for (name, value) in sections {
-        let section = |e: config::ConfigError| ConfigError::Section { section: name.clone(), problem: e.to_string() };
+        let section = |e: config::ConfigError| ConfigError::Section {
+            section: name.clone(),
+            problem: e.to_string(),
+        };
         match name.as_str() {
             "DEFAULT" => {
                 let table = value.clone().into_table().map_err(section)?;
@@ -81,7 +94,9 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
             "metrics" => out.metrics = value.try_deserialize::<MetricsFile>().map_err(section)?,
             "limits" => out.limits = value.try_deserialize::<LimitsFile>().map_err(section)?,
             other if OTHER_LIBRA_SECTIONS.contains(&other) => {
-                warnings.push(format!("section [{other}] configures another Libra service; ignored"));
+                warnings.push(format!(
+                    "section [{other}] configures another Libra service; ignored"
+                ));
             }
             other => {
                 return Err(ConfigError::Section {
@@ -114,7 +129,8 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
         warnings.push("[DEFAULT] daemon = true: the worker stays in the foreground; run it under a service manager".to_string());
     }
     if default.user.is_some() || default.group.is_some() {
-        warnings.push("[DEFAULT] user/group: the worker runs as the user that starts it".to_string());
+        warnings
+            .push("[DEFAULT] user/group: the worker runs as the user that starts it".to_string());
     }
 
     let mut haproxy = worker_haproxy;
@@ -126,7 +142,10 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
         haproxy.mode = Some("service".to_string());
     }
     out.haproxy = haproxy;
-    Ok(IniRead { config: out, warnings })
+    Ok(IniRead {
+        config: out,
+        warnings,
+    })
 }
 
 /// Fills the fields of `into` that are unset from `from`.
@@ -134,5 +153,19 @@ fn merge_haproxy(into: &mut HaproxyFile, from: HaproxyFile) {
     macro_rules! fill {
         ($($f:ident),*) => { $( if into.$f.is_none() { into.$f = from.$f; } )* };
     }
-    fill!(mode, binary, state_dir, bind_address, config_file, logfile, statsfile, stats_socket, pid_file, start_cmd, stop_cmd, reload_cmd, runtime_api);
+    fill!(
+        mode,
+        binary,
+        state_dir,
+        bind_address,
+        config_file,
+        logfile,
+        statsfile,
+        stats_socket,
+        pid_file,
+        start_cmd,
+        stop_cmd,
+        reload_cmd,
+        runtime_api
+    );
 }

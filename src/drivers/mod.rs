@@ -14,7 +14,10 @@ pub use types::*;
 pub enum DriverError {
     /// The driver does not implement this action.
     #[error("{action} is not supported by the {driver} driver")]
-    Unsupported { action: &'static str, driver: &'static str },
+    Unsupported {
+        action: &'static str,
+        driver: &'static str,
+    },
     /// The load balancer was deleted; STATS and METRICS report `status: DELETED`.
     #[error("Load balancer is deleted.")]
     Deleted,

@@ -88,7 +88,11 @@ impl NodeId {
         if s.is_empty() {
             return Err(InvalidValue("Missing node 'id'".to_string()));
         }
-        if s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+        if s.len() > 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
             return Err(InvalidValue(format!(
                 "Invalid node id {}: use at most 64 letters, digits, '_', '.', ':' or '-'",
                 quoted(s)
@@ -124,12 +128,15 @@ impl Address {
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
         // An all-numeric dotted name would be read as a (bad) IPv4 address.
-        let looks_numeric = name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+        let looks_numeric = name
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
         if name.is_empty() || name.len() > 253 || looks_numeric || !name.split('.').all(label_ok) {
             return Err(InvalidValue(format!(
                 "Invalid node address {}: expected an IP address or a DNS name",
@@ -167,7 +174,11 @@ pub struct UrlPath(String);
 impl UrlPath {
     /// Adds a leading '/' when missing, as the reference did.
     pub fn parse(s: &str) -> Result<UrlPath, InvalidValue> {
-        let path = if s.starts_with('/') { s.to_string() } else { format!("/{s}") };
+        let path = if s.starts_with('/') {
+            s.to_string()
+        } else {
+            format!("/{s}")
+        };
         let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!&()*+,;=:@/%?".contains(&b);
         if path.len() > 1024 || !path.bytes().all(allowed) {
             return Err(InvalidValue(format!(
@@ -228,7 +239,12 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { client_ms: 30_000, server_ms: 30_000, connect_ms: 30_000, retries: 3 }
+        Timeouts {
+            client_ms: 30_000,
+            server_ms: 30_000,
+            connect_ms: 30_000,
+            retries: 3,
+        }
     }
 }
 
@@ -297,17 +313,41 @@ mod tests {
     fn node_ids_refuse_syntax() {
         assert!(NodeId::parse("11").is_ok());
         assert!(NodeId::parse("node-a.1").is_ok());
-        for bad in ["", "1 2", "1\n    stats enable", "a#b", "a\"b", "${X}", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "1 2",
+            "1\n    stats enable",
+            "a#b",
+            "a\"b",
+            "${X}",
+            &"x".repeat(65),
+        ] {
             assert!(NodeId::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn addresses_are_ips_or_dns_names() {
-        assert_eq!(Address::parse("10.0.0.1").unwrap(), Address::Ip("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            Address::parse("10.0.0.1").unwrap(),
+            Address::Ip("10.0.0.1".parse().unwrap())
+        );
         assert!(matches!(Address::parse("::1").unwrap(), Address::Ip(_)));
-        assert_eq!(Address::parse("Web-1.Example.com.").unwrap(), Address::Dns("web-1.example.com".into()));
-        for bad in ["", "10.0.0.1:80\n    stats enable", "10.0.0.256", "a b", "-a.com", "a..b", "1.2.3", "h@x", "[::1]"] {
+        assert_eq!(
+            Address::parse("Web-1.Example.com.").unwrap(),
+            Address::Dns("web-1.example.com".into())
+        );
+        for bad in [
+            "",
+            "10.0.0.1:80\n    stats enable",
+            "10.0.0.256",
+            "a b",
+            "-a.com",
+            "a..b",
+            "1.2.3",
+            "h@x",
+            "[::1]",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -315,7 +355,10 @@ mod tests {
     #[test]
     fn paths_are_url_paths() {
         assert_eq!(UrlPath::parse("health").unwrap().as_str(), "/health");
-        assert_eq!(UrlPath::parse("/a/b?c=d&e=%20").unwrap().as_str(), "/a/b?c=d&e=%20");
+        assert_eq!(
+            UrlPath::parse("/a/b?c=d&e=%20").unwrap().as_str(),
+            "/a/b?c=d&e=%20"
+        );
         for bad in ["/a b", "/a\nb", "/a#b", "/\"x", "/${HOME}", "/a\\b", "/a'b"] {
             assert!(UrlPath::parse(bad).is_err(), "{bad:?}");
         }

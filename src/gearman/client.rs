@@ -17,7 +17,10 @@ use super::packet::Packet;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to job server {server}: {source}")]
-    Connect { server: String, source: std::io::Error },
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("job server protocol error: {0}")]
     Codec(#[from] CodecError),
     #[error("job server closed the connection")]
@@ -58,7 +61,10 @@ impl Client {
     pub async fn connect(server: &str) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(server)
             .await
-            .map_err(|source| ClientError::Connect { server: server.to_string(), source })?;
+            .map_err(|source| ClientError::Connect {
+                server: server.to_string(),
+                source,
+            })?;
         // Small request/answer packets: never let Nagle hold one back.
         let _ = stream.set_nodelay(true);
         Ok(Client {
@@ -85,19 +91,29 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
     }
 
     /// Sends a SUBMIT_JOB without waiting; returns the job's sequence number, which the
     /// matching [`Finished`] carries.
-    pub async fn send(&mut self, function: &str, data: impl Into<Bytes>) -> Result<u64, ClientError> {
+    pub async fn send(
+        &mut self,
+        function: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<u64, ClientError> {
         let seq = self.feed(function, data).await?;
         self.framed.flush().await?;
         Ok(seq)
     }
 
     /// Queues a SUBMIT_JOB in the write buffer; [`Client::flush`] sends what is queued.
-    pub async fn feed(&mut self, function: &str, data: impl Into<Bytes>) -> Result<u64, ClientError> {
+    pub async fn feed(
+        &mut self,
+        function: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<u64, ClientError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let packet = Packet::SubmitJob {
@@ -128,14 +144,19 @@ impl Client {
             let (handle, outcome) = match packet {
                 Packet::JobCreated { handle } => {
                     // gearmand answers SUBMIT_JOBs of one connection in order.
-                    let seq = self.awaiting_handle.pop_front().ok_or(ClientError::Unexpected("JOB_CREATED"))?;
+                    let seq = self
+                        .awaiting_handle
+                        .pop_front()
+                        .ok_or(ClientError::Unexpected("JOB_CREATED"))?;
                     self.running.insert(handle, seq);
                     continue;
                 }
                 Packet::WorkComplete { handle, data } => (handle, JobOutcome::Complete(data)),
                 Packet::WorkFail { handle } => (handle, JobOutcome::Fail),
                 Packet::WorkException { handle, data } => (handle, JobOutcome::Exception(data)),
-                Packet::WorkData { .. } | Packet::WorkWarning { .. } | Packet::WorkStatus { .. } => continue,
+                Packet::WorkData { .. }
+                | Packet::WorkWarning { .. }
+                | Packet::WorkStatus { .. } => continue,
                 Packet::Error { code, text } => {
                     return Err(ClientError::Server {
                         code: String::from_utf8_lossy(&code).into_owned(),

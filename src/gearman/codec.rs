@@ -25,7 +25,11 @@ pub enum CodecError {
     #[error("packet body of {claimed} bytes exceeds the limit of {limit} bytes")]
     TooLarge { claimed: u32, limit: u32 },
     #[error("malformed {name} packet: expected {expected} arguments, found {found}")]
-    Malformed { name: &'static str, expected: usize, found: usize },
+    Malformed {
+        name: &'static str,
+        expected: usize,
+        found: usize,
+    },
     #[error("{0} packet has a NUL byte inside an argument")]
     NulInArgument(&'static str),
     #[error("i/o error: {0}")]
@@ -43,12 +47,18 @@ pub struct GearmanCodec {
 impl GearmanCodec {
     /// The worker's and client's side: reads `\0RES` packets from a job server.
     pub fn client(max_body: u32) -> Self {
-        GearmanCodec { expect: Magic::Res, max_body }
+        GearmanCodec {
+            expect: Magic::Res,
+            max_body,
+        }
     }
 
     /// The job server's side: reads `\0REQ` packets (used by tests and fakes).
     pub fn server(max_body: u32) -> Self {
-        GearmanCodec { expect: Magic::Req, max_body }
+        GearmanCodec {
+            expect: Magic::Req,
+            max_body,
+        }
     }
 }
 
@@ -68,7 +78,10 @@ impl Decoder for GearmanCodec {
         let len = u32::from_be_bytes([src[8], src[9], src[10], src[11]]);
         let arity = Packet::arity(code).ok_or(CodecError::UnknownType(code))?;
         if len > self.max_body {
-            return Err(CodecError::TooLarge { claimed: len, limit: self.max_body });
+            return Err(CodecError::TooLarge {
+                claimed: len,
+                limit: self.max_body,
+            });
         }
         // Bounded by max_body above, so the conversion cannot truncate on 32/64-bit.
         let body_len = len as usize;
@@ -83,7 +96,9 @@ impl Decoder for GearmanCodec {
             expected: arity,
             found,
         })?;
-        Packet::from_parts(code, args).ok_or(CodecError::UnknownType(code)).map(Some)
+        Packet::from_parts(code, args)
+            .ok_or(CodecError::UnknownType(code))
+            .map(Some)
     }
 }
 
@@ -127,7 +142,11 @@ pub fn encode_packet(packet: &Packet, dst: &mut BytesMut) -> Result<(), CodecErr
 /// On a count mismatch, returns the number of arguments found.
 fn split_args(body: Bytes, arity: usize) -> Result<Vec<Bytes>, usize> {
     if arity == 0 {
-        return if body.is_empty() { Ok(Vec::new()) } else { Err(1) };
+        return if body.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(1)
+        };
     }
     let mut args = Vec::with_capacity(arity);
     let mut rest = body;
@@ -156,26 +175,61 @@ mod tests {
 
     fn every_packet() -> Vec<Packet> {
         vec![
-            Packet::CanDo { function: b("lbaas-host") },
-            Packet::CantDo { function: b("lbaas-host") },
+            Packet::CanDo {
+                function: b("lbaas-host"),
+            },
+            Packet::CantDo {
+                function: b("lbaas-host"),
+            },
             Packet::ResetAbilities,
             Packet::PreSleep,
             Packet::Noop,
-            Packet::SubmitJob { function: b("f"), unique: b("u-1"), data: b("{\"a\":\"\0x\"}") },
-            Packet::JobCreated { handle: b("H:host:1") },
+            Packet::SubmitJob {
+                function: b("f"),
+                unique: b("u-1"),
+                data: b("{\"a\":\"\0x\"}"),
+            },
+            Packet::JobCreated {
+                handle: b("H:host:1"),
+            },
             Packet::GrabJob,
             Packet::NoJob,
-            Packet::JobAssign { handle: b("H:host:1"), function: b("f"), data: b("{}") },
-            Packet::WorkStatus { handle: b("H:1"), numerator: b("1"), denominator: b("2") },
-            Packet::WorkComplete { handle: b("H:1"), data: b("{\"ok\":1}\0tail") },
+            Packet::JobAssign {
+                handle: b("H:host:1"),
+                function: b("f"),
+                data: b("{}"),
+            },
+            Packet::WorkStatus {
+                handle: b("H:1"),
+                numerator: b("1"),
+                denominator: b("2"),
+            },
+            Packet::WorkComplete {
+                handle: b("H:1"),
+                data: b("{\"ok\":1}\0tail"),
+            },
             Packet::WorkFail { handle: b("H:1") },
-            Packet::EchoReq { data: b("ping\0with nul") },
+            Packet::EchoReq {
+                data: b("ping\0with nul"),
+            },
             Packet::EchoRes { data: b("ping") },
-            Packet::Error { code: b("ERR_1"), text: b("bad thing") },
+            Packet::Error {
+                code: b("ERR_1"),
+                text: b("bad thing"),
+            },
             Packet::SetClientId { id: b("worker-1") },
-            Packet::WorkException { handle: b("H:1"), data: b("boom") },
-            Packet::WorkData { handle: b("H:1"), data: b("") },
-            Packet::WorkWarning { handle: b("H:1"), data: b("w") },
+            Packet::WorkException {
+                handle: b("H:1"),
+                data: b("boom"),
+            },
+            Packet::WorkData {
+                handle: b("H:1"),
+                data: b(""),
+            },
+            Packet::WorkWarning {
+                handle: b("H:1"),
+                data: b("w"),
+            },
             Packet::GrabJobUniq,
             Packet::JobAssignUniq {
                 handle: b("H:1"),
@@ -208,7 +262,12 @@ mod tests {
     #[test]
     fn two_packets_in_one_buffer_and_byte_by_byte_arrival() {
         let mut wire = BytesMut::new();
-        let a = Packet::JobAssignUniq { handle: b("H:1"), function: b("f"), unique: b("u"), data: b("x") };
+        let a = Packet::JobAssignUniq {
+            handle: b("H:1"),
+            function: b("f"),
+            unique: b("u"),
+            data: b("x"),
+        };
         encode_packet(&a, &mut wire).unwrap();
         encode_packet(&Packet::Noop, &mut wire).unwrap();
         let mut codec = GearmanCodec::client(1024);
@@ -229,7 +288,14 @@ mod tests {
         encode_packet(&Packet::CanDo { function: b("ab") }, &mut buf).unwrap();
         assert_eq!(&buf[..], b"\0REQ\0\0\0\x01\0\0\0\x02ab");
         let mut buf = BytesMut::new();
-        encode_packet(&Packet::WorkComplete { handle: b("H"), data: b("d") }, &mut buf).unwrap();
+        encode_packet(
+            &Packet::WorkComplete {
+                handle: b("H"),
+                data: b("d"),
+            },
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(&buf[..], b"\0REQ\0\0\0\x0d\0\0\0\x03H\0d");
     }
 
@@ -259,8 +325,19 @@ mod tests {
         // A header claiming 4 GiB - 1, with nothing behind it.
         let mut buf = BytesMut::from(&b"\0RES\0\0\0\x0b\xff\xff\xff\xff"[..]);
         let cap_before = buf.capacity();
-        let err = GearmanCodec::client(DEFAULT_MAX_PACKET_BYTES).decode(&mut buf).unwrap_err();
-        assert!(matches!(err, CodecError::TooLarge { claimed: u32::MAX, .. }), "{err}");
+        let err = GearmanCodec::client(DEFAULT_MAX_PACKET_BYTES)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::TooLarge {
+                    claimed: u32::MAX,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(buf.capacity(), cap_before);
     }
 
@@ -268,7 +345,10 @@ mod tests {
     fn a_claimed_length_within_the_bound_is_not_reserved_up_front() {
         let mut buf = BytesMut::from(&b"\0RES\0\0\0\x0b\0\x10\0\0H\0f\0"[..]);
         let cap_before = buf.capacity();
-        assert!(GearmanCodec::client(DEFAULT_MAX_PACKET_BYTES).decode(&mut buf).unwrap().is_none());
+        assert!(GearmanCodec::client(DEFAULT_MAX_PACKET_BYTES)
+            .decode(&mut buf)
+            .unwrap()
+            .is_none());
         assert_eq!(buf.capacity(), cap_before);
     }
 
@@ -278,7 +358,14 @@ mod tests {
         let mut buf = BytesMut::from(&b"\0RES\0\0\0\x0b\0\0\0\x03H\0f"[..]);
         let err = GearmanCodec::client(1024).decode(&mut buf).unwrap_err();
         assert!(
-            matches!(err, CodecError::Malformed { name: "JOB_ASSIGN", expected: 3, found: 2 }),
+            matches!(
+                err,
+                CodecError::Malformed {
+                    name: "JOB_ASSIGN",
+                    expected: 3,
+                    found: 2
+                }
+            ),
             "{err}"
         );
         // NOOP carries no body.
@@ -292,8 +379,14 @@ mod tests {
     #[test]
     fn nul_inside_a_leading_argument_cannot_be_encoded() {
         let mut buf = BytesMut::new();
-        let p = Packet::WorkComplete { handle: b("H\0x"), data: b("d") };
-        assert!(matches!(encode_packet(&p, &mut buf), Err(CodecError::NulInArgument(_))));
+        let p = Packet::WorkComplete {
+            handle: b("H\0x"),
+            data: b("d"),
+        };
+        assert!(matches!(
+            encode_packet(&p, &mut buf),
+            Err(CodecError::NulInArgument(_))
+        ));
     }
 
     proptest! {

@@ -30,28 +30,74 @@ impl Magic {
 /// any other type number as unknown rather than guessing its layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    CanDo { function: Bytes },
-    CantDo { function: Bytes },
+    CanDo {
+        function: Bytes,
+    },
+    CantDo {
+        function: Bytes,
+    },
     ResetAbilities,
     PreSleep,
     Noop,
-    SubmitJob { function: Bytes, unique: Bytes, data: Bytes },
-    JobCreated { handle: Bytes },
+    SubmitJob {
+        function: Bytes,
+        unique: Bytes,
+        data: Bytes,
+    },
+    JobCreated {
+        handle: Bytes,
+    },
     GrabJob,
     NoJob,
-    JobAssign { handle: Bytes, function: Bytes, data: Bytes },
-    WorkStatus { handle: Bytes, numerator: Bytes, denominator: Bytes },
-    WorkComplete { handle: Bytes, data: Bytes },
-    WorkFail { handle: Bytes },
-    EchoReq { data: Bytes },
-    EchoRes { data: Bytes },
-    Error { code: Bytes, text: Bytes },
-    SetClientId { id: Bytes },
-    WorkException { handle: Bytes, data: Bytes },
-    WorkData { handle: Bytes, data: Bytes },
-    WorkWarning { handle: Bytes, data: Bytes },
+    JobAssign {
+        handle: Bytes,
+        function: Bytes,
+        data: Bytes,
+    },
+    WorkStatus {
+        handle: Bytes,
+        numerator: Bytes,
+        denominator: Bytes,
+    },
+    WorkComplete {
+        handle: Bytes,
+        data: Bytes,
+    },
+    WorkFail {
+        handle: Bytes,
+    },
+    EchoReq {
+        data: Bytes,
+    },
+    EchoRes {
+        data: Bytes,
+    },
+    Error {
+        code: Bytes,
+        text: Bytes,
+    },
+    SetClientId {
+        id: Bytes,
+    },
+    WorkException {
+        handle: Bytes,
+        data: Bytes,
+    },
+    WorkData {
+        handle: Bytes,
+        data: Bytes,
+    },
+    WorkWarning {
+        handle: Bytes,
+        data: Bytes,
+    },
     GrabJobUniq,
-    JobAssignUniq { handle: Bytes, function: Bytes, unique: Bytes, data: Bytes },
+    JobAssignUniq {
+        handle: Bytes,
+        function: Bytes,
+        unique: Bytes,
+        data: Bytes,
+    },
 }
 
 /// Type numbers from the Gearman protocol document.
@@ -139,9 +185,21 @@ impl Packet {
             Packet::JobCreated { handle } | Packet::WorkFail { handle } => vec![handle],
             Packet::EchoReq { data } | Packet::EchoRes { data } => vec![data],
             Packet::SetClientId { id } => vec![id],
-            Packet::SubmitJob { function, unique, data } => vec![function, unique, data],
-            Packet::JobAssign { handle, function, data } => vec![handle, function, data],
-            Packet::WorkStatus { handle, numerator, denominator } => {
+            Packet::SubmitJob {
+                function,
+                unique,
+                data,
+            } => vec![function, unique, data],
+            Packet::JobAssign {
+                handle,
+                function,
+                data,
+            } => vec![handle, function, data],
+            Packet::WorkStatus {
+                handle,
+                numerator,
+                denominator,
+            } => {
                 vec![handle, numerator, denominator]
             }
             Packet::WorkComplete { handle, data }
@@ -149,7 +207,12 @@ impl Packet {
             | Packet::WorkData { handle, data }
             | Packet::WorkWarning { handle, data } => vec![handle, data],
             Packet::Error { code, text } => vec![code, text],
-            Packet::JobAssignUniq { handle, function, unique, data } => {
+            Packet::JobAssignUniq {
+                handle,
+                function,
+                unique,
+                data,
+            } => {
                 vec![handle, function, unique, data]
             }
         }
@@ -180,25 +243,48 @@ impl Packet {
             RESET_ABILITIES => Packet::ResetAbilities,
             PRE_SLEEP => Packet::PreSleep,
             NOOP => Packet::Noop,
-            SUBMIT_JOB => Packet::SubmitJob { function: next(), unique: next(), data: next() },
+            SUBMIT_JOB => Packet::SubmitJob {
+                function: next(),
+                unique: next(),
+                data: next(),
+            },
             JOB_CREATED => Packet::JobCreated { handle: next() },
             GRAB_JOB => Packet::GrabJob,
             NO_JOB => Packet::NoJob,
-            JOB_ASSIGN => Packet::JobAssign { handle: next(), function: next(), data: next() },
+            JOB_ASSIGN => Packet::JobAssign {
+                handle: next(),
+                function: next(),
+                data: next(),
+            },
             WORK_STATUS => Packet::WorkStatus {
                 handle: next(),
                 numerator: next(),
                 denominator: next(),
             },
-            WORK_COMPLETE => Packet::WorkComplete { handle: next(), data: next() },
+            WORK_COMPLETE => Packet::WorkComplete {
+                handle: next(),
+                data: next(),
+            },
             WORK_FAIL => Packet::WorkFail { handle: next() },
             ECHO_REQ => Packet::EchoReq { data: next() },
             ECHO_RES => Packet::EchoRes { data: next() },
-            ERROR => Packet::Error { code: next(), text: next() },
+            ERROR => Packet::Error {
+                code: next(),
+                text: next(),
+            },
             SET_CLIENT_ID => Packet::SetClientId { id: next() },
-            WORK_EXCEPTION => Packet::WorkException { handle: next(), data: next() },
-            WORK_DATA => Packet::WorkData { handle: next(), data: next() },
-            WORK_WARNING => Packet::WorkWarning { handle: next(), data: next() },
+            WORK_EXCEPTION => Packet::WorkException {
+                handle: next(),
+                data: next(),
+            },
+            WORK_DATA => Packet::WorkData {
+                handle: next(),
+                data: next(),
+            },
+            WORK_WARNING => Packet::WorkWarning {
+                handle: next(),
+                data: next(),
+            },
             GRAB_JOB_UNIQ => Packet::GrabJobUniq,
             JOB_ASSIGN_UNIQ => Packet::JobAssignUniq {
                 handle: next(),

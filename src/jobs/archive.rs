@@ -25,7 +25,10 @@ pub fn parse(msg: &Map<String, Value>) -> Result<ArchiveTarget, String> {
         match msg.get(field) {
             None => Err(format!("Missing '{field}' element")),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!("'{field}' must be a string, not {}", kind_of(other))),
+            Some(other) => Err(format!(
+                "'{field}' must be a string, not {}",
+                kind_of(other)
+            )),
         }
     };
     let container = text(BASEPATH_FIELD)?;
@@ -37,11 +40,18 @@ pub fn parse(msg: &Map<String, Value>) -> Result<ArchiveTarget, String> {
             Some(Value::Object(lb)) => lb,
             _ => return Err("'loadBalancers' must hold one load balancer object".to_string()),
         },
-        Some(other) => return Err(format!("'loadBalancers' must be a list, not {}", kind_of(other))),
+        Some(other) => {
+            return Err(format!(
+                "'loadBalancers' must be a list, not {}",
+                kind_of(other)
+            ))
+        }
     };
     let protocol = match first.get("protocol") {
         None => return Err("Missing required 'protocol' value.".to_string()),
-        Some(Value::String(p)) => Protocol::parse(p).ok_or_else(|| format!("Unsupported protocol: {}", quoted(p)))?,
+        Some(Value::String(p)) => {
+            Protocol::parse(p).ok_or_else(|| format!("Unsupported protocol: {}", quoted(p)))?
+        }
         Some(other) => return Err(format!("Unsupported protocol: {}", kind_of(other))),
     };
     let lb_id = match first.get("id") {
@@ -55,18 +65,32 @@ pub fn parse(msg: &Map<String, Value>) -> Result<ArchiveTarget, String> {
     }
     check_plain_text("load balancer id", &lb_id).map_err(|e| e.0)?;
     if container.is_empty() || container.contains('/') {
-        return Err(format!("Invalid '{BASEPATH_FIELD}' value {}: a Swift container name", quoted(&container)));
+        return Err(format!(
+            "Invalid '{BASEPATH_FIELD}' value {}: a Swift container name",
+            quoted(&container)
+        ));
     }
     check_plain_text(BASEPATH_FIELD, &container).map_err(|e| e.0)?;
     let lower = endpoint.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) || endpoint.chars().any(char::is_whitespace) {
-        return Err(format!("Invalid '{ENDPOINT_FIELD}' value {}: an http(s) URL", quoted(&endpoint)));
+    if !(lower.starts_with("http://") || lower.starts_with("https://"))
+        || endpoint.chars().any(char::is_whitespace)
+    {
+        return Err(format!(
+            "Invalid '{ENDPOINT_FIELD}' value {}: an http(s) URL",
+            quoted(&endpoint)
+        ));
     }
     if token.is_empty() || token.chars().any(|c| c.is_control()) {
         // Never quote the token itself.
         return Err(format!("Invalid '{TOKEN_FIELD}' value"));
     }
-    Ok(ArchiveTarget { container, endpoint, token, protocol, lb_id })
+    Ok(ArchiveTarget {
+        container,
+        endpoint,
+        token,
+        protocol,
+        lb_id,
+    })
 }
 
 fn shown(v: &Value) -> String {
@@ -92,19 +116,31 @@ mod tests {
     #[test]
     fn full_request_parses() {
         let t = parse(full().as_object().unwrap()).unwrap();
-        assert_eq!((t.container.as_str(), t.lb_id.as_str(), t.protocol), ("lbaaslogs", "15", Protocol::Http));
+        assert_eq!(
+            (t.container.as_str(), t.lb_id.as_str(), t.protocol),
+            ("lbaaslogs", "15", Protocol::Http)
+        );
     }
 
     #[test]
     fn first_missing_field_is_reported_in_order() {
-        let order = [STORE_TYPE_FIELD, BASEPATH_FIELD, ENDPOINT_FIELD, TOKEN_FIELD, "loadBalancers"];
+        let order = [
+            STORE_TYPE_FIELD,
+            BASEPATH_FIELD,
+            ENDPOINT_FIELD,
+            TOKEN_FIELD,
+            "loadBalancers",
+        ];
         for (i, field) in order.iter().enumerate() {
             let mut v = full();
             // Remove this field and every later one: the first missing must be named.
             for f in &order[i..] {
                 v.as_object_mut().unwrap().remove(*f);
             }
-            assert_eq!(parse(v.as_object().unwrap()).unwrap_err(), format!("Missing '{field}' element"));
+            assert_eq!(
+                parse(v.as_object().unwrap()).unwrap_err(),
+                format!("Missing '{field}' element")
+            );
         }
     }
 
@@ -112,6 +148,9 @@ mod tests {
     fn invalid_store_type() {
         let mut v = full();
         v["hpcs_object_store_type"] = json!("S3");
-        assert_eq!(parse(v.as_object().unwrap()).unwrap_err(), "'s3' is not a valid store type");
+        assert_eq!(
+            parse(v.as_object().unwrap()).unwrap_err(),
+            "'s3' is not a valid store type"
+        );
     }
 }

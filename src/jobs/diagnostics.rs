@@ -22,7 +22,8 @@ pub struct Targets {
 
 /// Runs every check concurrently and writes the verdicts into the request.
 pub async fn run(targets: Targets, mut msg: Map<String, Value>) -> Map<String, Value> {
-    let gearman = futures::future::join_all(targets.gearman.iter().map(|s| reachable(s.host_port())));
+    let gearman =
+        futures::future::join_all(targets.gearman.iter().map(|s| reachable(s.host_port())));
     let network = async {
         match &targets.network {
             Some(t) => Some(reachable(t.clone()).await),
@@ -55,5 +56,8 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 async fn reachable(target: String) -> bool {
-    matches!(tokio::time::timeout(CHECK_TIMEOUT, TcpStream::connect(target)).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, TcpStream::connect(target)).await,
+        Ok(Ok(_))
+    )
 }

@@ -7,12 +7,20 @@ use super::response;
 /// `<major>.<minor>` of this build.
 pub fn version() -> String {
     let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!("{}.{}", parts.next().unwrap_or("0"), parts.next().unwrap_or("0"))
+    format!(
+        "{}.{}",
+        parts.next().unwrap_or("0"),
+        parts.next().unwrap_or("0")
+    )
 }
 
 /// The full build string: crate version and the commit it was built from.
 pub fn release() -> String {
-    format!("libra-worker {} ({})", env!("CARGO_PKG_VERSION"), env!("LIBRA_WORKER_BUILD"))
+    format!(
+        "libra-worker {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("LIBRA_WORKER_BUILD")
+    )
 }
 
 /// Answers a DISCOVER.

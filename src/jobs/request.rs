@@ -23,7 +23,10 @@ pub struct Rejected {
 
 /// Parses and checks a job body.
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Request, Rejected> {
-    let reject = |answer: Value| Rejected { action: None, answer };
+    let reject = |answer: Value| Rejected {
+        action: None,
+        answer,
+    };
     if body.len() > limits.max_job_bytes {
         return Err(reject(response::failure_object(format!(
             "Job body of {} bytes exceeds the limit of {} bytes (limits.max_job_bytes)",
@@ -32,7 +35,9 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Request, Rejected> {
         ))));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        reject(response::failure_object(format!("Job body is not valid JSON: {e}")))
+        reject(response::failure_object(format!(
+            "Job body is not valid JSON: {e}"
+        )))
     })?;
     let depth = depth_of(&value);
     if depth > limits.max_json_depth {
@@ -61,7 +66,10 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Request, Rejected> {
             }
         },
         Some(other) => {
-            let error = format!("Invalid 'hpcs_action' value: expected a string, got {}", kind_of(other));
+            let error = format!(
+                "Invalid 'hpcs_action' value: expected a string, got {}",
+                kind_of(other)
+            );
             response::fail(&mut msg, error);
             return Err(reject(Value::Object(msg)));
         }
@@ -113,7 +121,11 @@ mod tests {
 
     #[test]
     fn actions_are_case_insensitive() {
-        let r = parse(br#"{"hpcs_action": "discover", "x": 1}"#, &Limits::default()).unwrap();
+        let r = parse(
+            br#"{"hpcs_action": "discover", "x": 1}"#,
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(r.action, Action::Discover);
         assert_eq!(r.body["x"], 1);
     }
@@ -121,21 +133,36 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         let l = Limits::default();
-        assert!(error_of(parse(b"not json", &l).unwrap_err()).starts_with("Job body is not valid JSON"));
+        assert!(
+            error_of(parse(b"not json", &l).unwrap_err()).starts_with("Job body is not valid JSON")
+        );
         assert!(error_of(parse(b"[1,2]", &l).unwrap_err()).contains("not a list"));
         assert!(error_of(parse(b"\"s\"", &l).unwrap_err()).contains("not a string"));
         let e = parse(br#"{"a": 1}"#, &l).unwrap_err();
         assert_eq!(e.answer["a"], 1, "the request is echoed");
         assert_eq!(error_of(e), "Missing 'hpcs_action' value");
-        assert_eq!(error_of(parse(br#"{"hpcs_action": "FLY"}"#, &l).unwrap_err()), "Invalid 'hpcs_action' value: 'FLY'");
-        assert!(error_of(parse(br#"{"hpcs_action": 3}"#, &l).unwrap_err()).contains("expected a string"));
+        assert_eq!(
+            error_of(parse(br#"{"hpcs_action": "FLY"}"#, &l).unwrap_err()),
+            "Invalid 'hpcs_action' value: 'FLY'"
+        );
+        assert!(error_of(parse(br#"{"hpcs_action": 3}"#, &l).unwrap_err())
+            .contains("expected a string"));
     }
 
     #[test]
     fn limits_apply() {
-        let l = Limits { max_job_bytes: 10, ..Limits::default() };
-        assert!(error_of(parse(br#"{"hpcs_action": "DISCOVER"}"#, &l).unwrap_err()).contains("limits.max_job_bytes"));
-        let l = Limits { max_json_depth: 3, ..Limits::default() };
+        let l = Limits {
+            max_job_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(
+            error_of(parse(br#"{"hpcs_action": "DISCOVER"}"#, &l).unwrap_err())
+                .contains("limits.max_job_bytes")
+        );
+        let l = Limits {
+            max_json_depth: 3,
+            ..Limits::default()
+        };
         assert!(parse(br#"{"hpcs_action": "DISCOVER", "a": {"b": [1]}}"#, &l).is_ok());
         let e = parse(br#"{"hpcs_action": "DISCOVER", "a": {"b": [[1]]}}"#, &l).unwrap_err();
         assert!(error_of(e).contains("limits.max_json_depth"));

@@ -24,7 +24,12 @@ pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBa
     let list = match msg.get_mut(LB_LIST_FIELD) {
         None => return Err("Missing 'loadBalancers' element".to_string()),
         Some(Value::Array(list)) => list,
-        Some(other) => return Err(format!("'loadBalancers' must be a list, not {}", kind_of(other))),
+        Some(other) => {
+            return Err(format!(
+                "'loadBalancers' must be a list, not {}",
+                kind_of(other)
+            ))
+        }
     };
     if list.is_empty() {
         return Err("'loadBalancers' must hold at least one load balancer".to_string());
@@ -39,10 +44,16 @@ pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBa
     let mut lbs: Vec<LoadBalancer> = Vec::with_capacity(list.len());
     for entry in list.iter_mut() {
         let Value::Object(lb) = entry else {
-            return Err(format!("Each load balancer must be an object, not {}", kind_of(entry)));
+            return Err(format!(
+                "Each load balancer must be an object, not {}",
+                kind_of(entry)
+            ));
         };
         let parsed = parse_lb(lb, limits)?;
-        if let Some(other) = lbs.iter().find(|o| o.protocol.section_prefix() == parsed.protocol.section_prefix()) {
+        if let Some(other) = lbs
+            .iter()
+            .find(|o| o.protocol.section_prefix() == parsed.protocol.section_prefix())
+        {
             return Err(if other.protocol == parsed.protocol {
                 format!("Protocol '{}' is already defined.", parsed.protocol)
             } else {
@@ -53,7 +64,10 @@ pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBa
             });
         }
         if lbs.iter().any(|o| o.port == parsed.port) {
-            return Err(format!("Port {} is used by more than one load balancer", parsed.port));
+            return Err(format!(
+                "Port {} is used by more than one load balancer",
+                parsed.port
+            ));
         }
         lbs.push(parsed);
     }
@@ -98,12 +112,22 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
     let monitor = match lb.get_mut("monitor") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(parse_monitor(m)?),
-        Some(other) => return Err(format!("'monitor' must be an object, not {}", kind_of(other))),
+        Some(other) => {
+            return Err(format!(
+                "'monitor' must be an object, not {}",
+                kind_of(other)
+            ))
+        }
     };
     let timeouts = match lb.get("options") {
         None | Some(Value::Null) => Timeouts::default(),
         Some(Value::Object(o)) => parse_options(o)?,
-        Some(other) => return Err(format!("'options' must be an object, not {}", kind_of(other))),
+        Some(other) => {
+            return Err(format!(
+                "'options' must be an object, not {}",
+                kind_of(other)
+            ))
+        }
     };
     if node_count > limits.max_nodes {
         return Err(format!(
@@ -116,7 +140,10 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
     if let Some(Value::Array(list)) = lb.get("nodes") {
         for entry in list {
             let Value::Object(node) = entry else {
-                return Err(format!("Each node must be an object, not {}", kind_of(entry)));
+                return Err(format!(
+                    "Each node must be an object, not {}",
+                    kind_of(entry)
+                ));
             };
             let node = parse_node(node)?;
             if !ids.insert(node.id.clone()) {
@@ -128,7 +155,15 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
     if protocol == Protocol::Galera && nodes.iter().filter(|n| !n.backup).count() > 1 {
         return Err("Galera protocol does not accept more than one non-backup node".to_string());
     }
-    Ok(LoadBalancer { name, protocol, port, algorithm, nodes, monitor, timeouts })
+    Ok(LoadBalancer {
+        name,
+        protocol,
+        port,
+        algorithm,
+        nodes,
+        monitor,
+        timeouts,
+    })
 }
 
 fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
@@ -161,7 +196,13 @@ fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
     .map_err(|e| e.0)?;
     // The reference echoed the defaulted path; so do we.
     m.insert("path".to_string(), Value::from(path.as_str()));
-    Ok(Monitor { kind, delay, timeout, attempts, path })
+    Ok(Monitor {
+        kind,
+        delay,
+        timeout,
+        attempts,
+        path,
+    })
 }
 
 fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
@@ -200,7 +241,8 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
     let weight = match node.get("weight") {
         None | Some(Value::Null) => 1,
         Some(v) => {
-            let w = integer(v).ok_or_else(|| format!("Non-integer 'weight' value: {}", shown(v)))?;
+            let w =
+                integer(v).ok_or_else(|| format!("Non-integer 'weight' value: {}", shown(v)))?;
             if w > 256 {
                 return Err(format!("Server 'weight' {w} exceeds max of 256"));
             }
@@ -215,9 +257,20 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-        Some(v) => return Err(format!("Invalid node 'backup' value: {} (TRUE or FALSE)", shown(v))),
+        Some(v) => {
+            return Err(format!(
+                "Invalid node 'backup' value: {} (TRUE or FALSE)",
+                shown(v)
+            ))
+        }
     };
-    Ok(Node { id, address, port, weight, backup })
+    Ok(Node {
+        id,
+        address,
+        port,
+        weight,
+        backup,
+    })
 }
 
 /// Sets every node's `condition` in the echoed request.
@@ -243,7 +296,11 @@ pub fn refuse(msg: &mut Map<String, Value>, message: &str) {
 /// An integer given as a JSON number or a string of digits.
 fn integer(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }
@@ -297,12 +354,22 @@ mod tests {
             "options": {"client_timeout": 1000, "connect_retries": "0"}}]}))
         .unwrap();
         let lb = &lbs[0];
-        assert_eq!((lb.protocol, lb.port, lb.algorithm), (Protocol::Http, 8080, Algorithm::LeastConnections));
+        assert_eq!(
+            (lb.protocol, lb.port, lb.algorithm),
+            (Protocol::Http, 8080, Algorithm::LeastConnections)
+        );
         assert_eq!(lb.nodes[0].weight, 3);
         assert!(lb.nodes[1].backup);
         assert_eq!(lb.nodes[0].id.as_str(), "11");
         assert_eq!(lb.monitor.as_ref().unwrap().path.as_str(), "/health");
-        assert_eq!(lb.timeouts, Timeouts { client_ms: 1000, retries: 0, ..Timeouts::default() });
+        assert_eq!(
+            lb.timeouts,
+            Timeouts {
+                client_ms: 1000,
+                retries: 0,
+                ..Timeouts::default()
+            }
+        );
     }
 
     #[test]
@@ -310,13 +377,34 @@ mod tests {
         let node = json!({"id": 1, "address": "10.0.0.1", "port": 80});
         let cases = vec![
             (json!({}), "Missing 'loadBalancers' element"),
-            (json!({"loadbalancers": []}), "Missing 'loadBalancers' element"),
-            (json!({"loadBalancers": [{"protocol": "HTTP"}]}), "Missing 'nodes' element"),
-            (json!({"loadBalancers": [{"nodes": []}]}), "Missing required 'protocol' value."),
-            (http(json!([{"id": 1, "address": "10.0.0.1"}])), "Missing node 'port'"),
-            (http(json!([{"id": 1, "port": 80}])), "Missing node 'address'"),
-            (http(json!([{"address": "10.0.0.1", "port": 80}])), "Missing node 'id'"),
-            (http(json!([{"id": "", "address": "10.0.0.1", "port": 80}])), "Missing node 'id'"),
+            (
+                json!({"loadbalancers": []}),
+                "Missing 'loadBalancers' element",
+            ),
+            (
+                json!({"loadBalancers": [{"protocol": "HTTP"}]}),
+                "Missing 'nodes' element",
+            ),
+            (
+                json!({"loadBalancers": [{"nodes": []}]}),
+                "Missing required 'protocol' value.",
+            ),
+            (
+                http(json!([{"id": 1, "address": "10.0.0.1"}])),
+                "Missing node 'port'",
+            ),
+            (
+                http(json!([{"id": 1, "port": 80}])),
+                "Missing node 'address'",
+            ),
+            (
+                http(json!([{"address": "10.0.0.1", "port": 80}])),
+                "Missing node 'id'",
+            ),
+            (
+                http(json!([{"id": "", "address": "10.0.0.1", "port": 80}])),
+                "Missing node 'id'",
+            ),
         ];
         for (v, want) in cases {
             assert_eq!(run(v.clone()).unwrap_err(), want, "{v}");
@@ -325,7 +413,10 @@ mod tests {
             let mut mon = json!({"type": "CONNECT", "delay": 5, "timeout": 5, "attempts": 2});
             mon.as_object_mut().unwrap().remove(field);
             let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [node.clone()], "monitor": mon}]});
-            assert_eq!(run(v).unwrap_err(), format!("Missing monitor value '{field}'"));
+            assert_eq!(
+                run(v).unwrap_err(),
+                format!("Missing monitor value '{field}'")
+            );
         }
     }
 
@@ -343,26 +434,59 @@ mod tests {
     fn refused_values() {
         let lb = |extra: Value| {
             let mut base = json!({"protocol": "HTTP", "nodes": []});
-            base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            base.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             json!({"loadBalancers": [base]})
         };
         let n = |extra: Value| {
             let mut base = json!({"id": 1, "address": "10.0.0.1", "port": 80});
-            base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            base.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             http(json!([base]))
         };
         let cases = vec![
-            (lb(json!({"algorithm": "RANDOM"})), "Invalid algorithm: 'RANDOM'"),
-            (lb(json!({"protocol": "UDP"})), "Unsupported protocol: 'UDP'"),
-            (lb(json!({"protocol": "TCP"})), "Port is required for this protocol."),
+            (
+                lb(json!({"algorithm": "RANDOM"})),
+                "Invalid algorithm: 'RANDOM'",
+            ),
+            (
+                lb(json!({"protocol": "UDP"})),
+                "Unsupported protocol: 'UDP'",
+            ),
+            (
+                lb(json!({"protocol": "TCP"})),
+                "Port is required for this protocol.",
+            ),
             (lb(json!({"port": 0})), "Invalid port 0: must be 1..65535"),
-            (lb(json!({"port": 70000})), "Invalid port 70000: must be 1..65535"),
-            (lb(json!({"monitor": {"type": "CONNECT", "delay": 5, "timeout": 6, "attempts": 2}})), "Timeout cannot be greater than delay"),
-            (lb(json!({"monitor": {"type": "PING", "delay": 5, "timeout": 5, "attempts": 2}})), "Invalid monitor type: 'PING'"),
-            (n(json!({"weight": 300})), "Server 'weight' 300 exceeds max of 256"),
-            (n(json!({"weight": 0})), "Server 'weight' 0 is below the minimum of 1"),
+            (
+                lb(json!({"port": 70000})),
+                "Invalid port 70000: must be 1..65535",
+            ),
+            (
+                lb(
+                    json!({"monitor": {"type": "CONNECT", "delay": 5, "timeout": 6, "attempts": 2}}),
+                ),
+                "Timeout cannot be greater than delay",
+            ),
+            (
+                lb(json!({"monitor": {"type": "PING", "delay": 5, "timeout": 5, "attempts": 2}})),
+                "Invalid monitor type: 'PING'",
+            ),
+            (
+                n(json!({"weight": 300})),
+                "Server 'weight' 300 exceeds max of 256",
+            ),
+            (
+                n(json!({"weight": 0})),
+                "Server 'weight' 0 is below the minimum of 1",
+            ),
             (n(json!({"weight": "x"})), "Non-integer 'weight' value: 'x'"),
-            (n(json!({"port": "eighty"})), "Non-integer 'node port' value: 'eighty'"),
+            (
+                n(json!({"port": "eighty"})),
+                "Non-integer 'node port' value: 'eighty'",
+            ),
         ];
         for (v, want) in cases {
             assert_eq!(run(v.clone()).unwrap_err(), want, "{v}");
@@ -372,10 +496,18 @@ mod tests {
     #[test]
     fn injection_is_refused_everywhere() {
         let evil = "10.0.0.1:80\n    stats enable";
-        assert!(run(http(json!([{"id": 1, "address": evil, "port": 80}]))).unwrap_err().starts_with("Invalid node address"));
-        assert!(run(http(json!([{"id": "1\n    stats enable", "address": "10.0.0.1", "port": 80}]))).unwrap_err().starts_with("Invalid node id"));
+        assert!(run(http(json!([{"id": 1, "address": evil, "port": 80}])))
+            .unwrap_err()
+            .starts_with("Invalid node address"));
+        assert!(run(http(
+            json!([{"id": "1\n    stats enable", "address": "10.0.0.1", "port": 80}])
+        ))
+        .unwrap_err()
+        .starts_with("Invalid node id"));
         let v = json!({"loadBalancers": [{"protocol": "HTTP", "name": "a\nb", "nodes": []}]});
-        assert!(run(v).unwrap_err().starts_with("Invalid load balancer name"));
+        assert!(run(v)
+            .unwrap_err()
+            .starts_with("Invalid load balancer name"));
         let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
             "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2, "path": "/x\n    stats enable"}}]});
         assert!(run(v).unwrap_err().starts_with("Invalid monitor path"));
@@ -384,28 +516,58 @@ mod tests {
     #[test]
     fn one_lb_per_protocol_and_port() {
         let two = |a: Value, b: Value| json!({"loadBalancers": [a, b]});
-        let e = run(two(json!({"protocol": "HTTP", "nodes": []}), json!({"protocol": "http", "port": 81, "nodes": []})));
+        let e = run(two(
+            json!({"protocol": "HTTP", "nodes": []}),
+            json!({"protocol": "http", "port": 81, "nodes": []}),
+        ));
         assert_eq!(e.unwrap_err(), "Protocol 'HTTP' is already defined.");
-        let e = run(two(json!({"protocol": "TCP", "port": 1, "nodes": []}), json!({"protocol": "GALERA", "port": 2, "nodes": []})));
+        let e = run(two(
+            json!({"protocol": "TCP", "port": 1, "nodes": []}),
+            json!({"protocol": "GALERA", "port": 2, "nodes": []}),
+        ));
         assert!(e.unwrap_err().contains("share the tcp load balancer"));
-        let e = run(two(json!({"protocol": "HTTP", "port": 80, "nodes": []}), json!({"protocol": "TCP", "port": 80, "nodes": []})));
-        assert_eq!(e.unwrap_err(), "Port 80 is used by more than one load balancer");
-        assert!(run(two(json!({"protocol": "HTTP", "nodes": []}), json!({"protocol": "TCP", "port": 3306, "nodes": []}))).is_ok());
+        let e = run(two(
+            json!({"protocol": "HTTP", "port": 80, "nodes": []}),
+            json!({"protocol": "TCP", "port": 80, "nodes": []}),
+        ));
+        assert_eq!(
+            e.unwrap_err(),
+            "Port 80 is used by more than one load balancer"
+        );
+        assert!(run(two(
+            json!({"protocol": "HTTP", "nodes": []}),
+            json!({"protocol": "TCP", "port": 3306, "nodes": []})
+        ))
+        .is_ok());
     }
 
     #[test]
     fn galera_takes_one_primary() {
-        let v = |backup2: &str| json!({"loadBalancers": [{"protocol": "GALERA", "port": 3306, "nodes": [
+        let v = |backup2: &str| {
+            json!({"loadBalancers": [{"protocol": "GALERA", "port": 3306, "nodes": [
             {"id": 1, "address": "10.0.0.1", "port": 3306},
-            {"id": 2, "address": "10.0.0.2", "port": 3306, "backup": backup2}]}]});
+            {"id": 2, "address": "10.0.0.2", "port": 3306, "backup": backup2}]}]})
+        };
         assert!(run(v("TRUE")).is_ok());
-        assert_eq!(run(v("FALSE")).unwrap_err(), "Galera protocol does not accept more than one non-backup node");
+        assert_eq!(
+            run(v("FALSE")).unwrap_err(),
+            "Galera protocol does not accept more than one non-backup node"
+        );
     }
 
     #[test]
     fn limits_apply() {
-        let limits = Limits { max_nodes: 1, ..Limits::default() };
-        let Value::Object(mut m) = http(json!([{"id": 1, "address": "10.0.0.1", "port": 80}, {"id": 2, "address": "10.0.0.1", "port": 81}])) else { panic!() };
-        assert!(parse(&mut m, &limits).unwrap_err().contains("limits.max_nodes"));
+        let limits = Limits {
+            max_nodes: 1,
+            ..Limits::default()
+        };
+        let Value::Object(mut m) = http(
+            json!([{"id": 1, "address": "10.0.0.1", "port": 80}, {"id": 2, "address": "10.0.0.1", "port": 81}]),
+        ) else {
+            panic!()
+        };
+        assert!(parse(&mut m, &limits)
+            .unwrap_err()
+            .contains("limits.max_nodes"));
     }
 }

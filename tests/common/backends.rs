@@ -1,0 +1,191 @@
+//! Real backends for the load balancers under test: HTTP servers that answer with their
+//! own name (keep-alive aware) and TCP echo servers, each on a free loopback port, in a
+//! background thread, until dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// A running backend.
+pub struct Backend {
+    pub name: String,
+    pub port: u16,
+    pub hits: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// An HTTP/1.1 server answering every request with `200` and body `<name>`.
+    pub fn http(name: &str) -> Backend {
+        Self::spawn(name, 0, true)
+    }
+
+    /// An HTTP server on a given port (to bring a killed backend back).
+    pub fn http_on(name: &str, port: u16) -> Backend {
+        Self::spawn(name, port, true)
+    }
+
+    /// A TCP server that echoes every byte back, prefixed once by `<name>:`.
+    pub fn echo(name: &str) -> Backend {
+        Self::spawn(name, 0, false)
+    }
+
+    fn spawn(name: &str, port: u16, http: bool) -> Backend {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind backend");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicU64::new(0));
+        let (s, h, n) = (stop.clone(), hits.clone(), name.to_string());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (s2, h2, n2) = (s.clone(), h.clone(), n.clone());
+                        thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            if http {
+                                serve_http(conn, &n2, &h2, &s2)
+                            } else {
+                                serve_echo(conn, &n2, &h2)
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            port,
+            hits,
+            stop,
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Give the accept loop time to notice, so the port is free for a restart.
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn serve_http(conn: TcpStream, name: &str, hits: &AtomicU64, stop: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(conn);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut close = false;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if l.starts_with("connection:") && l.contains("close") {
+                close = true;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if length > 0 {
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        hits.fetch_add(1, Ordering::Relaxed);
+        let body = name.as_bytes();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(body))
+            .is_err()
+        {
+            return;
+        }
+        if close {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn serve_echo(mut conn: TcpStream, name: &str, hits: &AtomicU64) {
+    hits.fetch_add(1, Ordering::Relaxed);
+    if conn.write_all(format!("{name}:").as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP GET through `port`; returns (status, body, set-cookie header).
+pub fn http_get(port: u16, cookie: Option<&str>) -> std::io::Result<(u16, String, Option<String>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n{cookie}\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let set_cookie = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .map(|l| l["set-cookie:".len()..].trim().to_string());
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body, set_cookie))
+}

@@ -1,0 +1,362 @@
+//! The shared integration-test harness: starts real `gearmand`, the real `libra-worker`
+//! binary (which runs a real HAProxy), real backends, on free loopback ports in
+//! temporary directories, and stops them all when dropped.
+#![allow(dead_code)]
+
+pub mod backends;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libra_worker::gearman::client::{Client, JobOutcome};
+use serde_json::Value;
+
+/// The binary under test.
+pub fn worker_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_libra-worker")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A real gearmand on a loopback port.
+pub struct Gearmand {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Gearmand {
+    pub fn start() -> Gearmand {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Gearmand {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut g = Gearmand {
+            port,
+            child: None,
+            dir,
+        };
+        g.launch();
+        g
+    }
+
+    fn launch(&mut self) {
+        let log = self.dir.path().join("gearmand.log");
+        let child = Command::new("gearmand")
+            .args([
+                "--listen=127.0.0.1",
+                &format!("--port={}", self.port),
+                "--verbose=ERROR",
+                "--threads=2",
+            ])
+            .arg(format!("--log-file={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gearmand (apt-get install gearman-job-server)");
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || port_open(self.port)),
+            "gearmand did not listen on {}",
+            self.port
+        );
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Gearmand {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Submits one job through gearmand, as the API server would, and returns the answer.
+pub fn submit(server: &str, function: &str, body: &Value) -> Value {
+    submit_raw(server, function, body.to_string().into_bytes())
+}
+
+/// Submits raw bytes (not necessarily JSON) and parses the answer.
+pub fn submit_raw(server: &str, function: &str, body: Vec<u8>) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = rt
+        .block_on(async {
+            let mut c = Client::connect(server).await?;
+            c.submit(function, body, Duration::from_secs(60)).await
+        })
+        .expect("job answered");
+    match outcome {
+        JobOutcome::Complete(data) => serde_json::from_slice(&data).expect("answer is JSON"),
+        other => panic!("job not completed: {other:?}"),
+    }
+}
+
+/// Runs the CLI and returns its output.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(worker_bin())
+        .args(args)
+        .output()
+        .expect("run libra-worker")
+}
+
+/// Settings for one worker under test, rendered to a TOML file.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub servers: Vec<String>,
+    pub function: String,
+    pub driver: String,
+    pub reconnect_sleep: u64,
+    /// Extra lines for the `[worker]` section.
+    pub worker_extra: String,
+    /// Extra TOML appended verbatim (other sections).
+    pub extra: String,
+}
+
+impl WorkerConfig {
+    pub fn new(servers: &[String]) -> Self {
+        WorkerConfig {
+            servers: servers.to_vec(),
+            function: format!("lb-test-{}", free_port()),
+            driver: "null".to_string(),
+            reconnect_sleep: 2,
+            worker_extra: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn toml(&self, dir: &Path) -> String {
+        let servers: Vec<String> = self.servers.iter().map(|s| format!("\"{s}\"")).collect();
+        format!(
+            "[gearman]\nservers = [{}]\nreconnect_sleep = {}\n\n[worker]\nfunction = \"{}\"\ndriver = \"{}\"\n{}\n\n\
+             [log]\nlevel = \"debug\"\n\n[haproxy]\nstate_dir = \"{}\"\nbind_address = \"127.0.0.1\"\n\n\
+             [metrics]\nlisten = \"\"\n\n{}",
+            servers.join(", "),
+            self.reconnect_sleep,
+            self.function,
+            self.driver,
+            self.worker_extra,
+            dir.join("state").display(),
+            self.extra
+        )
+    }
+}
+
+/// A running `libra-worker run`, its log captured in a file.
+pub struct Worker {
+    pub config: WorkerConfig,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Worker {
+    pub fn start(config: WorkerConfig) -> Worker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(config, dir)
+    }
+
+    /// Starts in an existing directory (a restart keeps the state directory).
+    pub fn start_in(config: WorkerConfig, dir: tempfile::TempDir) -> Worker {
+        let config_path = dir.path().join("worker.toml");
+        std::fs::write(&config_path, config.toml(dir.path())).expect("write config");
+        let log_path = dir.path().join("worker.log");
+        let mut w = Worker {
+            config,
+            dir,
+            config_path,
+            log_path,
+            child: None,
+        };
+        w.launch();
+        w
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log");
+        let err = log.try_clone().expect("log");
+        let child = Command::new(worker_bin())
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start worker");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log holds `needle` `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        wait_until(limit, || self.log().matches(needle).count() >= count)
+    }
+
+    pub fn function(&self) -> &str {
+        &self.config.function
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the worker (SIGTERM, then SIGKILL) and hands back its directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    fn terminate(&mut self) {
+        if self.child.is_some() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+
+    /// Stops the HAProxy this worker manages (it outlives the worker by design).
+    pub fn stop_haproxy(&self) {
+        let _ = Command::new(worker_bin())
+            .args(["haproxy", "stop", "--config"])
+            .arg(&self.config_path)
+            .output();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.terminate();
+        if self.config.driver == "haproxy" {
+            self.stop_haproxy();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- worker log {} ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A listener whose accept queue is full: connecting to it hangs until the caller's
+/// timeout (the kernel drops the SYNs). Keeps a DIAGNOSTICS check busy for 5 s.
+pub struct Blackhole {
+    pub port: u16,
+    _listener: socket2::Socket,
+    _filler: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        s.listen(0).expect("listen");
+        let port = s
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("port");
+        let filler = vec![TcpStream::connect(("127.0.0.1", port)).expect("fill the accept queue")];
+        Blackhole {
+            port,
+            _listener: s,
+            _filler: filler,
+        }
+    }
+}
+
+pub fn answer_error(v: &Value) -> &str {
+    v.get("hpcs_error").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn passed(v: &Value) -> bool {
+    v.get("hpcs_response").and_then(Value::as_str) == Some("PASS")
+}

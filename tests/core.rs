@@ -1,0 +1,305 @@
+//! The actor core end to end: a real gearmand, the real binary, jobs submitted the way
+//! the API server submits them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn discover_and_diagnostics_through_gearmand() {
+    let g = Gearmand::start();
+    let w = Worker::start(WorkerConfig::new(&[g.addr()]));
+    assert!(
+        w.wait_for_log("connected to job server", 1, Duration::from_secs(10)),
+        "{}",
+        w.log()
+    );
+
+    let a = submit(
+        &g.addr(),
+        w.function(),
+        &json!({"hpcs_action": "DISCOVER", "keep": "me"}),
+    );
+    assert!(passed(&a), "{a}");
+    let version = a["version"].as_str().unwrap();
+    assert_eq!(version.split('.').count(), 2, "{version}");
+    assert!(a["release"]
+        .as_str()
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
+    assert_eq!(a["keep"], "me", "unknown fields are echoed");
+
+    let d = submit(
+        &g.addr(),
+        w.function(),
+        &json!({"hpcs_action": "diagnostics"}),
+    );
+    assert!(passed(&d), "{d}");
+    assert_eq!(
+        d["gearman"],
+        json!([{"host": "127.0.0.1", "status": "PASS"}])
+    );
+    assert_eq!(d["network"], "SKIPPED");
+}
+
+#[test]
+fn diagnostics_reports_each_check() {
+    let g = Gearmand::start();
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = WorkerConfig::new(&[g.addr(), format!("127.0.0.1:{}", free_port())]);
+    cfg.worker_extra = format!(
+        "diagnostics_target = \"127.0.0.1:{}\"",
+        outside.local_addr().unwrap().port()
+    );
+    let w = Worker::start(cfg);
+    assert!(
+        w.wait_for_log("connected to job server", 1, Duration::from_secs(10)),
+        "{}",
+        w.log()
+    );
+    let d = submit(
+        &g.addr(),
+        w.function(),
+        &json!({"hpcs_action": "DIAGNOSTICS"}),
+    );
+    assert!(passed(&d), "checks ran, whatever they found: {d}");
+    assert_eq!(d["network"], "PASS", "{d}");
+    assert_eq!(d["gearman"][0]["status"], "PASS");
+    assert_eq!(
+        d["gearman"][1]["status"], "FAIL",
+        "the second job server is down: {d}"
+    );
+    drop(outside);
+    let d = submit(
+        &g.addr(),
+        w.function(),
+        &json!({"hpcs_action": "DIAGNOSTICS"}),
+    );
+    assert_eq!(d["network"], "FAIL", "{d}");
+}
+
+#[test]
+fn submit_cli_prints_the_answer() {
+    let g = Gearmand::start();
+    let w = Worker::start(WorkerConfig::new(&[g.addr()]));
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(10)));
+    let out = cli(&[
+        "submit",
+        "--server",
+        &g.addr(),
+        "--function",
+        w.function(),
+        "DISCOVER",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(passed(&v), "{v}");
+    assert!(v["version"].is_string());
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(&job, r#"{"hpcs_action": "DIAGNOSTICS"}"#).unwrap();
+    let out = cli(&[
+        "submit",
+        "--server",
+        &g.addr(),
+        "--function",
+        w.function(),
+        "--file",
+        job.to_str().unwrap(),
+        "--compact",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gearman"][0]["status"], "PASS", "{v}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim().lines().count(),
+        1
+    );
+}
+
+#[test]
+fn malformed_jobs_fail_and_the_next_job_is_served() {
+    let g = Gearmand::start();
+    let w = Worker::start(WorkerConfig::new(&[g.addr()]));
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(10)));
+    let f = w.function().to_string();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"this is not json".to_vec(), "not valid JSON"),
+        (b"[1, 2, 3]".to_vec(), "must be a JSON object"),
+        (b"\"DISCOVER\"".to_vec(), "must be a JSON object"),
+        (
+            br#"{"loadBalancers": []}"#.to_vec(),
+            "Missing 'hpcs_action' value",
+        ),
+        (
+            br#"{"hpcs_action": "EXPLODE"}"#.to_vec(),
+            "Invalid 'hpcs_action' value",
+        ),
+        (vec![0xff, 0xfe, 0x00, 0x01], "not valid JSON"),
+    ];
+    for (body, want) in cases {
+        let a = submit_raw(&g.addr(), &f, body.clone());
+        assert_eq!(a["hpcs_response"], "FAIL", "{a}");
+        assert!(answer_error(&a).contains(want), "{want}: {a}");
+        let next = submit(&g.addr(), &f, &json!({"hpcs_action": "DISCOVER"}));
+        assert!(passed(&next), "the worker keeps serving: {next}");
+    }
+    let a = submit(&g.addr(), &f, &json!({"hpcs_action": "STATS"}));
+    assert_eq!(
+        answer_error(&a),
+        "STATS is not supported by the null driver"
+    );
+}
+
+#[test]
+fn two_job_servers_one_down_at_start() {
+    let g1 = Gearmand::start();
+    let port2 = free_port();
+    let cfg = WorkerConfig::new(&[g1.addr(), format!("127.0.0.1:{port2}")]);
+    let w = Worker::start(cfg);
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(10)));
+    assert!(passed(&submit(
+        &g1.addr(),
+        w.function(),
+        &json!({"hpcs_action": "DISCOVER"})
+    )));
+
+    // The second server comes up later: the worker picks it up without a restart.
+    let g2 = Gearmand::start_on(port2);
+    assert!(
+        w.wait_for_log("job server connection restored", 1, Duration::from_secs(15)),
+        "{}",
+        w.log()
+    );
+    for _ in 0..3 {
+        assert!(passed(&submit(
+            &g2.addr(),
+            w.function(),
+            &json!({"hpcs_action": "DISCOVER"})
+        )));
+        assert!(passed(&submit(
+            &g1.addr(),
+            w.function(),
+            &json!({"hpcs_action": "DISCOVER"})
+        )));
+    }
+    // Retries of the down server were logged once at warning level, not once per retry.
+    assert_eq!(
+        w.log().matches("cannot reach job server").count(),
+        1,
+        "{}",
+        w.log()
+    );
+}
+
+#[test]
+fn gearmand_killed_and_restarted_five_times() {
+    let mut g = Gearmand::start();
+    let mut w = Worker::start(WorkerConfig::new(&[g.addr()]));
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(10)));
+    let worker_pid = w.pid();
+    for round in 1..=5 {
+        g.restart();
+        // Back-off bound after a healthy connection drops: 1 s + 20 % jitter, plus the
+        // time to connect; allow a generous margin for a loaded machine.
+        assert!(
+            w.wait_for_log(
+                "job server connection restored",
+                round,
+                Duration::from_secs(10)
+            ),
+            "round {round}: {}",
+            w.log()
+        );
+        let a = submit(&g.addr(), w.function(), &json!({"hpcs_action": "DISCOVER"}));
+        assert!(passed(&a), "round {round}: {a}");
+    }
+    assert!(w.is_running());
+    assert_eq!(w.pid(), worker_pid, "the worker was never restarted");
+}
+
+#[test]
+fn sigterm_finishes_the_job_in_hand_then_exits_zero() {
+    let g = Gearmand::start();
+    let hole = Blackhole::new();
+    let mut cfg = WorkerConfig::new(&[g.addr()]);
+    cfg.worker_extra = format!("diagnostics_target = \"127.0.0.1:{}\"", hole.port);
+    let mut w = Worker::start(cfg);
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(10)));
+    let server = g.addr();
+    let function = w.function().to_string();
+    // DIAGNOSTICS to the blackhole takes the full 5 s connect timeout.
+    let job = std::thread::spawn(move || {
+        submit(&server, &function, &json!({"hpcs_action": "DIAGNOSTICS"}))
+    });
+    assert!(
+        w.wait_for_log("\"DIAGNOSTICS\"", 1, Duration::from_secs(10)),
+        "{}",
+        w.log()
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    let answer = job.join().unwrap();
+    assert!(passed(&answer), "{answer}");
+    assert_eq!(answer["network"], "FAIL", "{answer}");
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(0), "{}", w.log());
+    assert!(w.log().contains("stopping: taking no new jobs"));
+}
+
+#[test]
+fn reference_ini_and_toml_give_the_same_effective_configuration() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ini = cli(&[
+        "check-config",
+        "--config",
+        &format!("{root}/config/libra.cfg"),
+    ]);
+    let toml = cli(&[
+        "check-config",
+        "--config",
+        &format!("{root}/config/libra-worker.toml"),
+    ]);
+    assert!(
+        ini.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ini.stderr)
+    );
+    assert!(
+        toml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&toml.stderr)
+    );
+    assert!(!ini.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&ini.stdout),
+        String::from_utf8_lossy(&toml.stdout)
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[gearman]\nservers = [\"localhost:4730\"]\nssl_ca = \"/no/such/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = cli(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gearman.ssl_ca") && err.contains("/no/such/ca.pem"),
+        "{err}"
+    );
+    std::fs::write(&p, "[worker]\nfuntion = \"x\"\n").unwrap();
+    let out = cli(&["check-config", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("funtion"));
+}
