@@ -17,5 +17,6 @@ pub mod drivers;
 pub mod gearman;
 pub mod jobs;
 pub mod logging;
+pub mod telemetry;
 pub mod transport;
 pub mod worker;

@@ -3,6 +3,7 @@
 //! (no new grabs; the jobs in hand are finished and answered; exit 0).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -16,6 +17,7 @@ use crate::drivers::haproxy::HaproxyDriver;
 use crate::drivers::null::NullDriver;
 use crate::drivers::LoadBalancerDriver;
 use crate::jobs::diagnostics;
+use crate::telemetry::{DriverStats, Telemetry};
 use crate::transport;
 
 /// Extra time, beyond the job timeout, a graceful stop waits for jobs in hand.
@@ -34,18 +36,47 @@ pub enum RunError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("metrics.listen: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Builds the configured driver. Runs on the driver thread.
-pub fn build_driver(settings: &Settings, log: &Logger) -> Box<dyn LoadBalancerDriver> {
+pub fn build_driver(
+    settings: &Settings,
+    stats: Arc<DriverStats>,
+    log: &Logger,
+) -> Box<dyn LoadBalancerDriver> {
     match settings.worker.driver {
         DriverKind::Null => Box::new(NullDriver),
         DriverKind::Haproxy => Box::new(HaproxyDriver::new(
             settings.haproxy.clone(),
             settings.worker.job_timeout,
+            stats,
             log.new(slog::o!("driver" => "haproxy")),
         )),
     }
+}
+
+/// The periodic one-line summary of the counters.
+fn log_summary(t: &Telemetry, log: &Logger) {
+    let (pass, fail) = t.jobs.total();
+    let conns: Vec<String> = t
+        .connections()
+        .iter()
+        .map(|c| format!("{}={}", c.server, c.state().name()))
+        .collect();
+    info!(log, "metrics summary";
+        "jobs_pass" => pass,
+        "jobs_fail" => fail,
+        "controller_depth" => t.controller.depth(),
+        "controller_high_water" => t.controller.high_water(),
+        "driver_depth" => t.driver_mailbox.depth(),
+        "connections" => conns.join(" "),
+        "healthy" => t.health().is_ok(),
+    );
 }
 
 /// Runs the worker until it is told to stop.
@@ -81,10 +112,13 @@ async fn serve(
     tls: Option<transport::TlsConnector>,
     log: Logger,
 ) -> Result<(), RunError> {
+    let telemetry = Arc::new(Telemetry::default());
     let driver_settings = settings.clone();
     let driver_log = log.clone();
+    let driver_stats = telemetry.driver.clone();
     let driver = driver::start(
-        move || build_driver(&driver_settings, &driver_log),
+        move || build_driver(&driver_settings, driver_stats.clone(), &driver_log),
+        telemetry.clone(),
         log.clone(),
     );
     let controller = ControllerActor::new(
@@ -97,6 +131,7 @@ async fn serve(
             },
         },
         driver.recipient(),
+        telemetry.clone(),
         log.clone(),
     )
     .start();
@@ -105,8 +140,27 @@ async fn serve(
         &settings.worker.function,
         tls,
         controller.recipient(),
+        telemetry.clone(),
         &log,
     );
+    if let Some(addr) = settings.metrics.listen {
+        match crate::telemetry::http::serve(addr, telemetry.clone(), log.clone()).await {
+            Ok(bound) => info!(log, "metrics endpoint listening"; "address" => %bound),
+            Err(e) => return Err(RunError::Metrics { addr, source: e }),
+        }
+    }
+    if !settings.metrics.summary_interval.is_zero() {
+        let (t, l) = (telemetry.clone(), log.clone());
+        let every = settings.metrics.summary_interval;
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                log_summary(&t, &l);
+            }
+        });
+    }
     info!(log, "libra-worker started";
         "version" => crate::jobs::discover::release(),
         "function" => &settings.worker.function,

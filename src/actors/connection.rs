@@ -3,8 +3,8 @@
 //! and writes its WORK_COMPLETE together with the next grab in one write. On any failure
 //! it waits out the back-off and stops, and its `actix::Supervisor` starts it again.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::transport::TlsConnector;
@@ -20,103 +20,13 @@ use super::controller::{Job, JobAnswer};
 use super::supervisor::Backoff;
 use crate::config::{Keepalive, ServerAddr};
 use crate::gearman::{CodecError, GearmanCodec, Packet};
+use crate::telemetry::connection::{ConnState, ConnectionStatus};
+use crate::telemetry::Telemetry;
 use crate::transport::{self, BoxStream};
 
 /// Silence after which the worker pings its job server with ECHO_REQ; a ping that gets
 /// no answer within the same time drops the connection.
 pub const PING_AFTER: Duration = Duration::from_secs(30);
-
-/// Where a connection is in its life, as metrics and health checks see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ConnState {
-    Connecting = 0,
-    /// Registered, waiting for the answer to a grab.
-    Grabbing = 1,
-    /// PRE_SLEEP sent, waiting for NOOP.
-    Sleeping = 2,
-    /// At least one job in hand.
-    Working = 3,
-    BackingOff = 4,
-}
-
-impl ConnState {
-    pub const ALL: [ConnState; 5] = [
-        ConnState::Connecting,
-        ConnState::Grabbing,
-        ConnState::Sleeping,
-        ConnState::Working,
-        ConnState::BackingOff,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ConnState::Connecting => "connecting",
-            ConnState::Grabbing => "grabbing",
-            ConnState::Sleeping => "sleeping",
-            ConnState::Working => "working",
-            ConnState::BackingOff => "backing_off",
-        }
-    }
-
-    fn from_u8(v: u8) -> ConnState {
-        ConnState::ALL
-            .get(v as usize)
-            .copied()
-            .unwrap_or(ConnState::Connecting)
-    }
-
-    /// Registered with the job server and able to take jobs.
-    pub fn is_connected(self) -> bool {
-        matches!(
-            self,
-            ConnState::Grabbing | ConnState::Sleeping | ConnState::Working
-        )
-    }
-}
-
-/// A connection's state, shared with the metrics page (lock-free except the error text).
-#[derive(Debug)]
-pub struct ConnectionStatus {
-    pub server: String,
-    state: AtomicU8,
-    pub reconnects: AtomicU64,
-    pub jobs: AtomicU64,
-    last_error: Mutex<String>,
-}
-
-impl ConnectionStatus {
-    pub fn new(server: String) -> Self {
-        ConnectionStatus {
-            server,
-            state: AtomicU8::new(ConnState::Connecting as u8),
-            reconnects: AtomicU64::new(0),
-            jobs: AtomicU64::new(0),
-            last_error: Mutex::new(String::new()),
-        }
-    }
-
-    pub fn state(&self) -> ConnState {
-        ConnState::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    fn set_state(&self, s: ConnState) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-
-    pub fn last_error(&self) -> String {
-        self.last_error
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
-    }
-
-    fn set_last_error(&self, e: &str) {
-        if let Ok(mut slot) = self.last_error.lock() {
-            *slot = e.to_string();
-        }
-    }
-}
 
 /// Everything a connection needs that does not change between reconnects.
 #[derive(Clone)]
@@ -141,6 +51,8 @@ pub struct ConnectionActor {
     config: ConnectionConfig,
     name: Arc<str>,
     controller: Recipient<Job>,
+    /// The controller's mailbox statistics: this actor is one of its senders.
+    telemetry: Arc<Telemetry>,
     log: Logger,
     backoff: Backoff,
     status: Arc<ConnectionStatus>,
@@ -162,6 +74,7 @@ impl ConnectionActor {
     pub fn new(
         config: ConnectionConfig,
         controller: Recipient<Job>,
+        telemetry: Arc<Telemetry>,
         backoff: Backoff,
         status: Arc<ConnectionStatus>,
         log: &Logger,
@@ -172,6 +85,7 @@ impl ConnectionActor {
             name,
             config,
             controller,
+            telemetry,
             backoff,
             status,
             down_logged: false,
@@ -259,6 +173,7 @@ impl ConnectionActor {
             handle: handle.clone(),
             body: data,
         };
+        self.telemetry.controller.sent();
         self.controller
             .send(job)
             .into_actor(self)
@@ -388,6 +303,20 @@ impl Supervised for ConnectionActor {
 
 impl StreamHandler<Result<Packet, CodecError>> for ConnectionActor {
     fn handle(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        self.status.inbox.sent();
+        self.packet(item, ctx);
+        self.status.inbox.handled(started.elapsed());
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The read half ended: the job server closed the connection. Reconnect, don't stop.
+        self.fail("connection closed by job server".to_string(), ctx);
+    }
+}
+
+impl ConnectionActor {
+    fn packet(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
         if self.failed {
             return;
         }
@@ -429,11 +358,6 @@ impl StreamHandler<Result<Packet, CodecError>> for ConnectionActor {
                 ctx,
             ),
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The read half ended: the job server closed the connection. Reconnect, don't stop.
-        self.fail("connection closed by job server".to_string(), ctx);
     }
 }
 

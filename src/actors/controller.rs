@@ -18,6 +18,7 @@ use crate::config::Limits;
 use crate::drivers::{Command, DriverError, DriverResult, Reply};
 use crate::jobs::{self, archive, diagnostics, discover, request, response, update, Action};
 use crate::logging::masked;
+use crate::telemetry::Telemetry;
 
 /// How often the driver gets a housekeeping turn when no job is waiting.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
@@ -56,6 +57,7 @@ struct Pending {
 pub struct ControllerActor {
     config: ControllerConfig,
     driver: Recipient<Execute>,
+    telemetry: Arc<Telemetry>,
     log: Logger,
     queue: VecDeque<Pending>,
     busy: bool,
@@ -63,10 +65,16 @@ pub struct ControllerActor {
 }
 
 impl ControllerActor {
-    pub fn new(config: ControllerConfig, driver: Recipient<Execute>, log: Logger) -> Self {
+    pub fn new(
+        config: ControllerConfig,
+        driver: Recipient<Execute>,
+        telemetry: Arc<Telemetry>,
+        log: Logger,
+    ) -> Self {
         ControllerActor {
             config,
             driver,
+            telemetry,
             log: log.new(slog::o!("actor" => "controller")),
             queue: VecDeque::new(),
             busy: false,
@@ -99,6 +107,7 @@ impl ControllerActor {
             self.busy = true;
             self.last_driver_turn = Instant::now();
             let Pending { command, reply } = next;
+            self.telemetry.driver_mailbox.sent();
             self.driver
                 .send(Execute(command))
                 .into_actor(self)
@@ -157,20 +166,34 @@ impl Handler<Job> for ControllerActor {
 
     fn handle(&mut self, job: Job, ctx: &mut Context<Self>) -> Self::Result {
         let started = Instant::now();
+        let answer = self.dispatch(job, started, ctx);
+        self.telemetry.controller.handled(started.elapsed());
+        answer
+    }
+}
+
+impl ControllerActor {
+    fn dispatch(
+        &mut self,
+        job: Job,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<JobAnswer> {
+        let t = self.telemetry.clone();
         let log = self.log.new(slog::o!(
             "server" => job.server.to_string(),
             "handle" => String::from_utf8_lossy(&job.handle).into_owned(),
         ));
+        let ready = |action: Option<Action>, answer: Value| -> ResponseFuture<JobAnswer> {
+            Box::pin(futures::future::ready(finish(
+                &t, &log, action, answer, started,
+            )))
+        };
         let req = match request::parse(&job.body, &self.config.limits) {
             Ok(req) => req,
             Err(rejected) => {
                 debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
-                return Box::pin(futures::future::ready(finish(
-                    &log,
-                    rejected.action,
-                    rejected.answer,
-                    started,
-                )));
+                return ready(rejected.action, rejected.answer);
             }
         };
         let action = req.action;
@@ -179,42 +202,31 @@ impl Handler<Job> for ControllerActor {
         let command = match action {
             Action::Discover => {
                 discover::answer(&mut msg);
-                return Box::pin(futures::future::ready(finish(
-                    &log,
-                    Some(action),
-                    Value::Object(msg),
-                    started,
-                )));
+                return ready(Some(action), Value::Object(msg));
             }
             Action::Diagnostics => {
                 let targets = self.config.diagnostics.clone();
+                let (t, log) = (t.clone(), log.clone());
                 return Box::pin(async move {
                     let msg = diagnostics::run(targets, msg).await;
-                    finish(&log, Some(action), Value::Object(msg), started)
+                    finish(&t, &log, Some(action), Value::Object(msg), started)
                 });
             }
             Action::Update => match update::parse(&mut msg, &self.config.limits) {
                 Ok(lbs) => Command::Update(lbs),
                 Err(message) => {
+                    t.driver
+                        .validation_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     update::refuse(&mut msg, &message);
-                    return Box::pin(futures::future::ready(finish(
-                        &log,
-                        Some(action),
-                        Value::Object(msg),
-                        started,
-                    )));
+                    return ready(Some(action), Value::Object(msg));
                 }
             },
             Action::Archive => match archive::parse(&msg) {
                 Ok(target) => Command::Archive(target),
                 Err(message) => {
                     response::bad_request(&mut msg, &message);
-                    return Box::pin(futures::future::ready(finish(
-                        &log,
-                        Some(action),
-                        Value::Object(msg),
-                        started,
-                    )));
+                    return ready(Some(action), Value::Object(msg));
                 }
             },
             Action::Suspend => Command::Suspend,
@@ -225,6 +237,7 @@ impl Handler<Job> for ControllerActor {
         };
         let rx = self.enqueue(command, ctx);
         let timeout = self.config.job_timeout;
+        let (t, log) = (t.clone(), log.clone());
         Box::pin(async move {
             let result = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
@@ -237,7 +250,7 @@ impl Handler<Job> for ControllerActor {
                 ))),
             };
             answer(action, &mut msg, result);
-            finish(&log, Some(action), Value::Object(msg), started)
+            finish(&t, &log, Some(action), Value::Object(msg), started)
         })
     }
 }
@@ -287,10 +300,17 @@ fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Rep
     }
 }
 
-/// Serializes the answer and logs the one info line of the job.
-fn finish(log: &Logger, action: Option<Action>, answer: Value, started: Instant) -> JobAnswer {
+/// Serializes the answer, counts the job and logs its one info line.
+fn finish(
+    t: &Telemetry,
+    log: &Logger,
+    action: Option<Action>,
+    answer: Value,
+    started: Instant,
+) -> JobAnswer {
     let passed = response::passed(&answer);
     let elapsed = started.elapsed();
+    t.jobs.record(action, passed, elapsed);
     let error = answer
         .get(response::ERROR_FIELD)
         .and_then(Value::as_str)

@@ -8,6 +8,7 @@ use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use slog::{debug, Logger};
 
 use crate::drivers::{Command, DriverResult, LoadBalancerDriver, Reply};
+use crate::telemetry::Telemetry;
 
 /// Runs one driver command; the controller sends these one at a time, in job order.
 #[derive(Debug, Message)]
@@ -16,6 +17,7 @@ pub struct Execute(pub Command);
 
 pub struct DriverActor {
     driver: Box<dyn LoadBalancerDriver>,
+    telemetry: Arc<Telemetry>,
     log: Logger,
 }
 
@@ -27,8 +29,13 @@ impl Handler<Execute> for DriverActor {
     type Result = DriverResult<Reply>;
 
     fn handle(&mut self, msg: Execute, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        debug!(self.log, "driver command"; "command" => command_name(&msg.0));
-        msg.0.run(self.driver.as_mut())
+        let started = std::time::Instant::now();
+        let name = command_name(&msg.0);
+        let result = msg.0.run(self.driver.as_mut());
+        let took = started.elapsed();
+        self.telemetry.driver_mailbox.handled(took);
+        debug!(self.log, "driver command done"; "command" => name, "ms" => took.as_millis() as u64, "ok" => result.is_ok());
+        result
     }
 }
 
@@ -47,7 +54,7 @@ fn command_name(c: &Command) -> &'static str {
 
 /// Starts the driver thread. `build` makes the driver; it runs on that thread, again if
 /// the thread ever has to be restarted.
-pub fn start<F>(build: F, log: Logger) -> Addr<DriverActor>
+pub fn start<F>(build: F, telemetry: Arc<Telemetry>, log: Logger) -> Addr<DriverActor>
 where
     F: Fn() -> Box<dyn LoadBalancerDriver> + Send + Sync + 'static,
 {
@@ -59,6 +66,7 @@ where
         };
         DriverActor {
             driver,
+            telemetry: telemetry.clone(),
             log: log.new(slog::o!("actor" => "driver")),
         }
     })

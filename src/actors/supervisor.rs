@@ -11,9 +11,11 @@ use bytes::Bytes;
 use rand::Rng;
 use slog::Logger;
 
-use super::connection::{ConnectionActor, ConnectionConfig, ConnectionStatus, Drain};
+use super::connection::{ConnectionActor, ConnectionConfig, Drain};
 use super::controller::Job;
 use crate::config::GearmanSettings;
+use crate::telemetry::connection::ConnectionStatus;
+use crate::telemetry::Telemetry;
 use crate::transport::TlsConnector;
 
 /// First delay after a failure.
@@ -78,6 +80,7 @@ impl Supervisor {
         function: &str,
         tls: Option<TlsConnector>,
         controller: Recipient<Job>,
+        telemetry: Arc<Telemetry>,
         log: &Logger,
     ) -> Supervisor {
         let client_id = Bytes::from(format!(
@@ -101,6 +104,7 @@ impl Supervisor {
             let actor = ConnectionActor::new(
                 config,
                 controller.clone(),
+                telemetry.clone(),
                 Backoff::new(gearman.reconnect_sleep),
                 status.clone(),
                 log,

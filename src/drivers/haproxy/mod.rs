@@ -15,7 +15,12 @@ pub struct HaproxyDriver {
 }
 
 impl HaproxyDriver {
-    pub fn new(settings: HaproxySettings, _job_timeout: Duration, log: Logger) -> Self {
+    pub fn new(
+        settings: HaproxySettings,
+        _job_timeout: Duration,
+        _stats: std::sync::Arc<crate::telemetry::DriverStats>,
+        log: Logger,
+    ) -> Self {
         HaproxyDriver { settings, log }
     }
 }
