@@ -1,5 +1,8 @@
 //! The HAProxy driver (work in progress: only its name so far).
 
+pub mod archive;
+pub mod ledger;
+
 use std::time::Duration;
 
 use slog::Logger;

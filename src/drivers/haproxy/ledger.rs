@@ -1,0 +1,589 @@
+//! The METRICS ledger: per protocol, the last reported `bout` counter of the HAProxy worker
+//! process that produced it, and the bytes saved ("unreported") before a stop or reload.
+//! Tying each baseline to a worker pid is what makes double counting impossible: a counter
+//! is only ever subtracted from a value of the same process. The state is a small JSON file
+//! replaced atomically (tmp, fsync, rename, fsync dir) before any figure leaves this module.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::types::{Protocol, Statistics, Usage};
+
+/// The METRICS time format: `YYYY-MM-DD HH:MM:SS.ffffff`, UTC.
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
+/// The version written in the state file; another one is refused rather than guessed at.
+const FILE_VERSION: u32 = 1;
+
+/// One backend's `bout` counter as read from HAProxy, with the worker process it came from
+/// (`show info` Pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub protocol: Protocol,
+    pub pid: u32,
+    pub bout: u64,
+}
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("Cannot read the metrics state file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("The metrics state file {} is corrupt ({reason}); delete it to start counting afresh", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("Cannot write the metrics state file {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    /// A driver bug: two counters for one load balancer would be counted twice.
+    #[error("Two byte counters given for the {0} load balancer")]
+    DuplicateSample(Protocol),
+}
+
+/// What the ledger knows about one load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    /// The worker process whose counter `bout` is.
+    pid: u32,
+    /// That process's counter when it was last reported or saved.
+    bout: u64,
+    /// Bytes counted before a stop or reload and not reported yet.
+    unreported: u64,
+}
+
+impl Entry {
+    /// Bytes sent since the baseline. A counter of another process, or one that went down
+    /// (HAProxy restarted behind our back, or its counters were cleared), started from zero.
+    fn delta(baseline: Option<&Entry>, sample: &Sample) -> u64 {
+        match baseline {
+            Some(b) if b.pid == sample.pid && sample.bout >= b.bout => sample.bout - b.bout,
+            _ => sample.bout,
+        }
+    }
+}
+
+/// The file's shape. Protocols are keyed by their contract name (`HTTP`, `TCP`, `GALERA`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    last_end: Option<String>,
+    protocols: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct State {
+    last_end: Option<String>,
+    entries: BTreeMap<Protocol, Entry>,
+}
+
+/// The METRICS ledger of one appliance, backed by its state file.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    state: State,
+}
+
+impl Ledger {
+    /// Reads the ledger at `path`; a missing file is an empty ledger, a corrupt one an error.
+    pub fn load(path: &Path) -> Result<Ledger, LedgerError> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Ledger {
+                    path: path.to_path_buf(),
+                    state: State::default(),
+                })
+            }
+            Err(source) => {
+                return Err(LedgerError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let corrupt = |reason: String| LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: StateFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        if file.version != FILE_VERSION {
+            return Err(corrupt(format!("unknown version {}", file.version)));
+        }
+        if let Some(end) = &file.last_end {
+            NaiveDateTime::parse_from_str(end, TIME_FORMAT)
+                .map_err(|e| corrupt(format!("bad last_end '{}': {e}", end.escape_debug())))?;
+        }
+        let mut entries = BTreeMap::new();
+        for (name, entry) in file.protocols {
+            let protocol = Protocol::parse(&name)
+                .ok_or_else(|| corrupt(format!("unknown protocol '{}'", name.escape_debug())))?;
+            if entries.insert(protocol, entry).is_some() {
+                return Err(corrupt(format!("protocol {protocol} listed twice")));
+            }
+        }
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            state: State {
+                last_end: file.last_end,
+                entries,
+            },
+        })
+    }
+
+    /// Reports the bytes out of every sampled load balancer since the last report, plus the
+    /// bytes saved before stops and reloads (also of load balancers that no longer exist,
+    /// once). The new baselines are on disk before the figures are returned; if writing
+    /// fails nothing changes and the same bytes are reported next time.
+    pub fn report(
+        &mut self,
+        now: DateTime<Utc>,
+        samples: &[Sample],
+    ) -> Result<Statistics, LedgerError> {
+        check_unique(samples)?;
+        let mut next = self.state.clone();
+        let mut usage = BTreeMap::new();
+        for sample in samples {
+            let old = next.entries.get(&sample.protocol);
+            let delta = Entry::delta(old, sample);
+            let unreported = old.map_or(0, |e| e.unreported);
+            usage.insert(sample.protocol, unreported.saturating_add(delta));
+            next.entries.insert(
+                sample.protocol,
+                Entry {
+                    pid: sample.pid,
+                    bout: sample.bout,
+                    unreported: 0,
+                },
+            );
+        }
+        for (protocol, entry) in next.entries.iter_mut() {
+            // A load balancer without a counter now: its saved bytes are reported once, and
+            // its baseline stays in case the counter is only missing from this sample.
+            if entry.unreported > 0 && !usage.contains_key(protocol) {
+                usage.insert(*protocol, entry.unreported);
+                entry.unreported = 0;
+            }
+        }
+        let now = format_utc(now);
+        let utc_start = next.last_end.clone().unwrap_or_else(|| now.clone());
+        // A clock stepped back must not give a period that ends before it starts.
+        let utc_end = if now < utc_start {
+            utc_start.clone()
+        } else {
+            now
+        };
+        next.last_end = Some(utc_end.clone());
+        self.commit(next)?;
+        let usage = usage
+            .into_iter()
+            .map(|(protocol, bytes_out)| Usage {
+                protocol,
+                bytes_out,
+            })
+            .collect();
+        Ok(Statistics {
+            utc_start,
+            utc_end,
+            usage,
+        })
+    }
+
+    /// Moves the bytes counted since the baseline into "unreported" and takes the samples as
+    /// the new baselines; called before every stop or reload, whose new worker process
+    /// counts from zero again.
+    pub fn save_before_stop(&mut self, samples: &[Sample]) -> Result<(), LedgerError> {
+        check_unique(samples)?;
+        let mut next = self.state.clone();
+        for sample in samples {
+            let old = next.entries.get(&sample.protocol);
+            let delta = Entry::delta(old, sample);
+            let unreported = old.map_or(0, |e| e.unreported).saturating_add(delta);
+            next.entries.insert(
+                sample.protocol,
+                Entry {
+                    pid: sample.pid,
+                    bout: sample.bout,
+                    unreported,
+                },
+            );
+        }
+        self.commit(next)
+    }
+
+    /// Forgets everything (DELETE): the next report starts a new period from zero.
+    pub fn forget_all(&mut self) -> Result<(), LedgerError> {
+        self.commit(State::default())
+    }
+
+    /// Writes `next` to disk, then adopts it; on failure the ledger is unchanged.
+    fn commit(&mut self, next: State) -> Result<(), LedgerError> {
+        let file = StateFile {
+            version: FILE_VERSION,
+            last_end: next.last_end.clone(),
+            protocols: next
+                .entries
+                .iter()
+                .map(|(p, e)| (p.as_str().to_string(), *e))
+                .collect(),
+        };
+        let text = serde_json::to_vec_pretty(&file).map_err(|e| LedgerError::Write {
+            path: self.path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        write_atomically(&self.path, &text).map_err(|source| LedgerError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.state = next;
+        Ok(())
+    }
+}
+
+fn check_unique(samples: &[Sample]) -> Result<(), LedgerError> {
+    for (i, s) in samples.iter().enumerate() {
+        if samples[..i].iter().any(|t| t.protocol == s.protocol) {
+            return Err(LedgerError::DuplicateSample(s.protocol));
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff`; what is stored is exactly what was reported, so the next
+/// period starts where this one ended.
+fn format_utc(t: DateTime<Utc>) -> String {
+    t.format(TIME_FORMAT).to_string()
+}
+
+/// Replaces `path` with `bytes` (mode 0600) so that a crash leaves the old or the new file,
+/// never a mix. Private on purpose: the ledger needs only this much.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // `mode` applies only to a new file; a leftover tmp file may have other rights.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2014, 1, 9, h, m, s).unwrap()
+            + chrono::Duration::microseconds(micros.into())
+    }
+
+    fn http(pid: u32, bout: u64) -> Sample {
+        Sample {
+            protocol: Protocol::Http,
+            pid,
+            bout,
+        }
+    }
+
+    fn tcp(pid: u32, bout: u64) -> Sample {
+        Sample {
+            protocol: Protocol::Tcp,
+            pid,
+            bout,
+        }
+    }
+
+    fn bytes(stats: &Statistics, protocol: Protocol) -> Option<u64> {
+        stats
+            .usage
+            .iter()
+            .find(|u| u.protocol == protocol)
+            .map(|u| u.bytes_out)
+    }
+
+    fn fresh() -> (tempfile::TempDir, PathBuf, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        let ledger = Ledger::load(&path).unwrap();
+        (dir, path, ledger)
+    }
+
+    #[test]
+    fn first_report_counts_from_zero_and_starts_now() {
+        let (_dir, _path, mut ledger) = fresh();
+        let stats = ledger
+            .report(at(15, 11, 45, 704_754), &[http(100, 5000), tcp(100, 70)])
+            .unwrap();
+        assert_eq!(stats.utc_start, "2014-01-09 15:11:45.704754");
+        assert_eq!(stats.utc_end, "2014-01-09 15:11:45.704754");
+        assert_eq!(
+            stats.usage,
+            vec![
+                Usage {
+                    protocol: Protocol::Http,
+                    bytes_out: 5000
+                },
+                Usage {
+                    protocol: Protocol::Tcp,
+                    bytes_out: 70
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn second_report_counts_only_new_bytes_and_periods_join() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 1), &[http(100, 5000)]).unwrap();
+        let second = ledger.report(at(16, 0, 0, 2), &[http(100, 5000)]).unwrap();
+        assert_eq!(bytes(&second, Protocol::Http), Some(0));
+        assert_eq!(second.utc_start, "2014-01-09 15:00:00.000001");
+        assert_eq!(second.utc_end, "2014-01-09 16:00:00.000002");
+        let third = ledger.report(at(17, 0, 0, 0), &[http(100, 5123)]).unwrap();
+        assert_eq!(bytes(&third, Protocol::Http), Some(123));
+        assert_eq!(third.utc_start, second.utc_end);
+        assert_eq!(third.utc_end, "2014-01-09 17:00:00.000000");
+    }
+
+    #[test]
+    fn reload_between_reports_loses_nothing_and_counts_nothing_twice() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        // 500 more bytes, then a reload: the old worker's 500 are saved.
+        ledger.save_before_stop(&[http(100, 1500)]).unwrap();
+        // The new worker counts from zero and has sent 40 bytes.
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 40)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(540));
+        let next = ledger.report(at(17, 0, 0, 0), &[http(200, 50)]).unwrap();
+        assert_eq!(bytes(&next, Protocol::Http), Some(10));
+    }
+
+    #[test]
+    fn a_new_process_counts_from_zero_even_past_the_old_counter() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)])
+            .unwrap();
+        // HTTP reloaded (500 saved) and TCP restarted behind our back; both new workers have
+        // since sent more than the old counters held, which must not hide the change.
+        ledger.save_before_stop(&[http(100, 1500)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(200, 2000), tcp(300, 5000)])
+            .unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(2500));
+        assert_eq!(bytes(&stats, Protocol::Tcp), Some(5000));
+    }
+
+    #[test]
+    fn several_reloads_accumulate() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger.save_before_stop(&[http(100, 1100)]).unwrap();
+        ledger.save_before_stop(&[http(200, 30)]).unwrap();
+        ledger.save_before_stop(&[http(300, 7)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(400, 2)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(100 + 30 + 7 + 2));
+    }
+
+    #[test]
+    fn crash_after_save_before_reload_counts_only_new_bytes() {
+        let (_dir, path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger.save_before_stop(&[http(100, 1500)]).unwrap();
+        drop(ledger);
+        // The worker died before reloading: the same HAProxy process kept counting.
+        let mut ledger = Ledger::load(&path).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 1600)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(600));
+    }
+
+    #[test]
+    fn counters_going_down_without_save_count_from_zero() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)])
+            .unwrap();
+        // HAProxy restarted behind our back: a new pid, or the same pid with a lower counter.
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(300, 25), tcp(100, 30)])
+            .unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(25));
+        assert_eq!(bytes(&stats, Protocol::Tcp), Some(30));
+        let next = ledger
+            .report(at(17, 0, 0, 0), &[http(300, 26), tcp(100, 31)])
+            .unwrap();
+        assert_eq!(bytes(&next, Protocol::Http), Some(1));
+        assert_eq!(bytes(&next, Protocol::Tcp), Some(1));
+    }
+
+    #[test]
+    fn removed_load_balancer_is_reported_once() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)])
+            .unwrap();
+        // The TCP load balancer is removed by an UPDATE: its bytes are saved first.
+        ledger
+            .save_before_stop(&[http(100, 15), tcp(100, 28)])
+            .unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 1)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(6));
+        assert_eq!(bytes(&stats, Protocol::Tcp), Some(8));
+        let next = ledger.report(at(17, 0, 0, 0), &[http(200, 1)]).unwrap();
+        assert_eq!(bytes(&next, Protocol::Tcp), None);
+        assert_eq!(next.usage.len(), 1);
+    }
+
+    #[test]
+    fn a_counter_missing_once_is_not_counted_twice() {
+        let (_dir, _path, mut ledger) = fresh();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)])
+            .unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 11)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Tcp), None);
+        let next = ledger
+            .report(at(17, 0, 0, 0), &[http(100, 11), tcp(100, 25)])
+            .unwrap();
+        assert_eq!(bytes(&next, Protocol::Tcp), Some(5));
+    }
+
+    #[test]
+    fn state_survives_load_and_file_is_private() {
+        let (_dir, path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 42), &[http(100, 1000)]).unwrap();
+        ledger.save_before_stop(&[http(100, 1200)]).unwrap();
+        drop(ledger);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let mut ledger = Ledger::load(&path).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 3)]).unwrap();
+        assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000042");
+        assert_eq!(bytes(&stats, Protocol::Http), Some(203));
+        let mut ledger = Ledger::load(&path).unwrap();
+        let again = ledger.report(at(17, 0, 0, 0), &[http(200, 3)]).unwrap();
+        assert_eq!(bytes(&again, Protocol::Http), Some(0));
+        assert_eq!(again.utc_start, stats.utc_end);
+        assert!(!path.with_file_name("metrics.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_stale_tmp_file_does_not_leak_its_rights() {
+        let (_dir, path, mut ledger) = fresh();
+        let tmp = path.with_file_name("metrics.json.tmp");
+        fs::write(&tmp, "leftover").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1)]).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn timestamps_have_microseconds_and_never_run_backwards() {
+        let (_dir, _path, mut ledger) = fresh();
+        let stats = ledger.report(at(9, 5, 7, 3), &[]).unwrap();
+        assert_eq!(stats.utc_end, "2014-01-09 09:05:07.000003");
+        assert!(NaiveDateTime::parse_from_str(&stats.utc_end, "%Y-%m-%d %H:%M:%S%.f").is_ok());
+        // Nanoseconds are cut, not rounded into a different period boundary.
+        let t = Utc.with_ymd_and_hms(2014, 1, 9, 10, 0, 0).unwrap()
+            + chrono::Duration::nanoseconds(1_999);
+        let stats = ledger.report(t, &[]).unwrap();
+        assert_eq!(stats.utc_end, "2014-01-09 10:00:00.000001");
+        let back = ledger.report(at(8, 0, 0, 0), &[]).unwrap();
+        assert_eq!(back.utc_start, "2014-01-09 10:00:00.000001");
+        assert_eq!(back.utc_end, back.utc_start);
+    }
+
+    #[test]
+    fn forget_all_starts_afresh() {
+        let (_dir, path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger.save_before_stop(&[http(100, 1200)]).unwrap();
+        ledger.forget_all().unwrap();
+        let mut ledger = Ledger::load(&path).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 1300)]).unwrap();
+        assert_eq!(stats.utc_start, "2014-01-09 16:00:00.000000");
+        assert_eq!(bytes(&stats, Protocol::Http), Some(1300));
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_that_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        for bad in [
+            "not json",
+            r#"{"version":2,"last_end":null,"protocols":{}}"#,
+            r#"{"version":1,"last_end":"yesterday","protocols":{}}"#,
+            r#"{"version":1,"last_end":null,"protocols":{"UDP":{"pid":1,"bout":1,"unreported":0}}}"#,
+            r#"{"version":1,"last_end":null,"protocols":{"HTTP":{"pid":1,"bout":-1,"unreported":0}}}"#,
+            r#"{"version":1,"last_end":null,"protocols":{"HTTP":{"pid":1,"bout":1,"unreported":0},"http":{"pid":1,"bout":1,"unreported":0}}}"#,
+        ] {
+            fs::write(&path, bad).unwrap();
+            let err = Ledger::load(&path).unwrap_err();
+            assert!(matches!(err, LedgerError::Corrupt { .. }), "{bad}: {err:?}");
+            assert!(err.to_string().contains("corrupt"), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_samples_are_refused_without_change() {
+        let (_dir, path, mut ledger) = fresh();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 10)]).unwrap();
+        assert!(matches!(
+            ledger.report(at(16, 0, 0, 0), &[http(100, 20), http(100, 30)]),
+            Err(LedgerError::DuplicateSample(Protocol::Http))
+        ));
+        assert!(ledger.save_before_stop(&[tcp(1, 1), tcp(1, 2)]).is_err());
+        let stats = Ledger::load(&path)
+            .unwrap()
+            .report(at(16, 0, 0, 0), &[http(100, 30)])
+            .unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(20));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("metrics.json");
+        let mut ledger = Ledger::load(&path).unwrap();
+        let err = ledger
+            .report(at(15, 0, 0, 0), &[http(100, 10)])
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Write { .. }), "{err:?}");
+        fs::create_dir(path.parent().unwrap()).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 10)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(10));
+        assert_eq!(stats.utc_start, "2014-01-09 16:00:00.000000");
+    }
+}
