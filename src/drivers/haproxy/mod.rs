@@ -1,5 +1,7 @@
 //! The HAProxy driver (work in progress: only its name so far).
 
+pub mod files;
+
 use std::time::Duration;
 
 use slog::Logger;
