@@ -1,6 +1,7 @@
 //! The HAProxy driver (work in progress: only its name so far).
 
 pub mod files;
+pub mod model;
 
 use std::time::Duration;
 
