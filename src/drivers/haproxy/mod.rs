@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod model;
+pub mod render;
 
 use std::time::Duration;
 
