@@ -1,7 +1,10 @@
 //! The HAProxy driver (work in progress: only its name so far).
 
 pub mod archive;
+pub mod files;
 pub mod ledger;
+pub mod model;
+pub mod render;
 
 use std::time::Duration;
 

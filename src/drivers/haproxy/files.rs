@@ -1,0 +1,349 @@
+//! Crash-safe file replacement for the driver's configuration, its backup and its state
+//! files: write a temporary file beside the target, fsync it, rename it over the target and
+//! fsync the directory, so a reader (or a reboot) sees the old file or the new one, never a
+//! mix. Small enough that a crate (tempfile's `persist`, atomicwrites) would add more than it saves.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of configuration and state files: they name the appliance's nodes.
+pub const PRIVATE_MODE: u32 = 0o600;
+
+/// Which step of a file operation failed, and on which path.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot set the permissions of {path}: {source}")]
+    Permissions { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot flush {path} to disk: {source}")]
+    Sync { path: PathBuf, source: io::Error },
+    #[error("cannot rename {from} to {to}: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot flush directory {path} to disk: {source}")]
+    SyncDir { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot remove {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("cannot replace {path}: it has no file name")]
+    NoFileName { path: PathBuf },
+}
+
+/// The temporary file `write_atomic` uses for `path`: `<path>.tmp`, in the same directory
+/// so that the rename never crosses a file system.
+pub fn tmp_path(path: &Path) -> Result<PathBuf, FileError> {
+    let name = path.file_name().ok_or_else(|| FileError::NoFileName {
+        path: path.to_path_buf(),
+    })?;
+    let mut tmp = name.to_os_string();
+    tmp.push(".tmp");
+    Ok(path.with_file_name(tmp))
+}
+
+/// Replaces `path` with `bytes`, permissions `mode`, atomically and durably. On error the
+/// old file is untouched and no temporary file is left behind (as far as removal works).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let tmp = tmp_path(path)?;
+    // A leftover from a crash is removed first; `create_new` then refuses to follow a link
+    // someone may have planted under the temporary name.
+    remove_file_if_exists(&tmp)?;
+    let result = write_new(&tmp, bytes, mode).and_then(|()| {
+        fs::rename(&tmp, path).map_err(|source| FileError::Rename {
+            from: tmp.clone(),
+            to: path.to_path_buf(),
+            source,
+        })
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(path)
+}
+
+fn write_new(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+        .map_err(|source| FileError::Create {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
+    // The umask may have narrowed the mode given to open; set it exactly.
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|source| FileError::Permissions {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
+    file.write_all(bytes).map_err(|source| FileError::Write {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    file.sync_all().map_err(|source| FileError::Sync {
+        path: tmp.to_path_buf(),
+        source,
+    })
+}
+
+/// Makes a rename or removal in `path`'s directory survive a crash.
+fn sync_dir(path: &Path) -> Result<(), FileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| FileError::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Copies `from` over `to` atomically, keeping `from`'s permission bits. `Ok(false)` when
+/// `from` does not exist.
+fn copy_atomic(from: &Path, to: &Path) -> Result<bool, FileError> {
+    let read = |source| FileError::Read {
+        path: from.to_path_buf(),
+        source,
+    };
+    let bytes = match fs::read(from) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(read(e)),
+    };
+    let mode = fs::metadata(from).map_err(read)?.permissions().mode() & 0o7777;
+    write_atomic(to, &bytes, mode)?;
+    Ok(true)
+}
+
+/// Saves the live file as `bkup` so that `restore` can bring it back. When there is no
+/// live file, the backup is removed instead: "nothing" is what a restore must give back.
+/// Returns whether a live file was saved.
+pub fn backup(live: &Path, bkup: &Path) -> Result<bool, FileError> {
+    if copy_atomic(live, bkup)? {
+        return Ok(true);
+    }
+    remove_if_exists(bkup)?;
+    Ok(false)
+}
+
+/// Puts the file saved by `backup` back in place, atomically; the backup is kept. When no
+/// backup exists (there was no live file at backup time), the live file is removed.
+/// Returns whether a backup was restored.
+pub fn restore(bkup: &Path, live: &Path) -> Result<bool, FileError> {
+    if copy_atomic(bkup, live)? {
+        return Ok(true);
+    }
+    remove_if_exists(live)?;
+    Ok(false)
+}
+
+/// Removes `path` durably; a missing file is not an error. Returns whether it existed.
+pub fn remove_if_exists(path: &Path) -> Result<bool, FileError> {
+    let existed = remove_file_if_exists(path)?;
+    if existed {
+        sync_dir(path)?;
+    }
+    Ok(existed)
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<bool, FileError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(FileError::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn write_atomic_creates_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        write_atomic(&path, b"first\n", PRIVATE_MODE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first\n");
+        write_atomic(&path, b"second, longer\n", 0o640).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second, longer\n");
+        assert_eq!(mode_of(&path), 0o640);
+        write_atomic(&path, b"", PRIVATE_MODE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"");
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(entries(dir.path()), ["haproxy.cfg"]);
+    }
+
+    #[test]
+    fn mode_is_exact_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // 0o666 would be narrowed by a typical umask of 022 if only given to open().
+        write_atomic(&path, b"{}", 0o666).unwrap();
+        assert_eq!(mode_of(&path), 0o666);
+    }
+
+    #[test]
+    fn a_stale_tmp_file_or_link_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp_path(&path).unwrap()).unwrap();
+        write_atomic(&path, b"new", PRIVATE_MODE).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(entries(dir.path()), ["haproxy.cfg", "victim"]);
+    }
+
+    #[test]
+    fn backup_and_restore_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("haproxy.cfg");
+        let bkup = dir.path().join("haproxy.cfg.BKUP");
+        write_atomic(&live, b"old config", 0o640).unwrap();
+        assert!(backup(&live, &bkup).unwrap());
+        assert_eq!(mode_of(&bkup), 0o640);
+        write_atomic(&live, b"new config", PRIVATE_MODE).unwrap();
+        assert!(restore(&bkup, &live).unwrap());
+        assert_eq!(fs::read(&live).unwrap(), b"old config");
+        assert_eq!(mode_of(&live), 0o640);
+        assert_eq!(fs::read(&bkup).unwrap(), b"old config");
+        assert_eq!(entries(dir.path()), ["haproxy.cfg", "haproxy.cfg.BKUP"]);
+    }
+
+    #[test]
+    fn backup_of_nothing_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("haproxy.cfg");
+        let bkup = dir.path().join("haproxy.cfg.BKUP");
+        // A stale backup from an earlier configuration must not come back.
+        fs::write(&bkup, b"stale").unwrap();
+        assert!(!backup(&live, &bkup).unwrap());
+        assert!(!bkup.exists());
+        write_atomic(&live, b"first config", PRIVATE_MODE).unwrap();
+        assert!(!restore(&bkup, &live).unwrap());
+        assert!(!live.exists());
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn remove_if_exists_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        fs::write(&path, b"x").unwrap();
+        assert!(remove_if_exists(&path).unwrap());
+        assert!(!remove_if_exists(&path).unwrap());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_path_under_a_file_fails_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        fs::write(&file, b"keep").unwrap();
+        let path = file.join("haproxy.cfg");
+        let e = write_atomic(&path, b"x", PRIVATE_MODE).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&*file.join("haproxy.cfg.tmp").to_string_lossy()),
+            "{text}"
+        );
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_failed_create_leaves_the_old_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        write_atomic(&path, b"old", PRIVATE_MODE).unwrap();
+        // A non-empty directory squatting on the temporary name makes the write fail even
+        // for root, for whom a read-only directory is no obstacle.
+        let tmp = tmp_path(&path).unwrap();
+        fs::create_dir(&tmp).unwrap();
+        fs::write(tmp.join("inside"), b"").unwrap();
+        let e = write_atomic(&path, b"new", PRIVATE_MODE).unwrap_err();
+        assert!(matches!(e, FileError::Remove { .. }), "{e:?}");
+        assert!(e.to_string().contains(&*tmp.to_string_lossy()), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_tmp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a non-empty directory: the rename fails after the write succeeded.
+        let path = dir.path().join("taken");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("inside"), b"keep").unwrap();
+        let e = write_atomic(&path, b"new", PRIVATE_MODE).unwrap_err();
+        assert!(matches!(e, FileError::Rename { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("taken.tmp") && e.to_string().contains("cannot rename"),
+            "{e}"
+        );
+        assert_eq!(entries(dir.path()), ["taken"]);
+        assert_eq!(fs::read(path.join("inside")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn a_read_only_directory_is_refused_when_the_os_enforces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        write_atomic(&path, b"old", PRIVATE_MODE).unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o500)).unwrap();
+        let probe = File::create(dir.path().join("probe"));
+        let result = write_atomic(&path, b"new", PRIVATE_MODE);
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+        if probe.is_ok() {
+            // Root ignores directory permissions; the squatting tests above cover this case.
+            assert!(result.is_ok());
+            return;
+        }
+        let e = result.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&*tmp_path(&path).unwrap().to_string_lossy()),
+            "{e}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn no_file_name_is_an_error() {
+        assert!(matches!(
+            write_atomic(Path::new("/"), b"x", PRIVATE_MODE),
+            Err(FileError::NoFileName { .. })
+        ));
+    }
+}
