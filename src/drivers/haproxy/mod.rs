@@ -1,5 +1,9 @@
 //! The HAProxy driver (work in progress: only its name so far).
 
+pub mod command;
+pub mod process;
+pub mod stats_socket;
+
 use std::time::Duration;
 
 use slog::Logger;
