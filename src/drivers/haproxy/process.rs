@@ -239,7 +239,8 @@ pub struct ManagedPaths {
     /// HAProxy's stdout and stderr: traffic logs (`log stdout`) and its own alerts.
     pub log_file: PathBuf,
     /// The configuration's `stats socket`: after a (re)load, the new worker must answer on
-    /// it before the (re)load counts as done. `None` skips that check.
+    /// it before the (re)load counts as done, so the rendered configuration must declare
+    /// exactly this path. `None` skips that check.
     pub stats_socket: Option<PathBuf>,
 }
 
@@ -339,7 +340,7 @@ pub fn parse_show_proc(text: &str) -> Result<ProcList, String> {
     })
 }
 
-/// HAProxy run by the worker itself, in master-worker mode, in its own process group so
+/// HAProxy run by the worker itself, in master-worker mode, in a session of its own so
 /// that it outlives the worker: stopping, crashing or upgrading the worker never stops
 /// traffic, and the next worker process adopts it through the pid file and master socket.
 #[derive(Debug)]
@@ -430,6 +431,13 @@ impl Managed {
 
     fn spawn(&mut self) -> Result<(u32, u64), ProcessError> {
         let p = &self.paths;
+        // Checked here: through setsid(1) a missing binary would only show as an exit.
+        if !program_exists(&p.binary) {
+            return Err(ProcessError::Spawn {
+                binary: p.binary.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such program"),
+            });
+        }
         for path in [&p.master_socket, &p.pid_file, &p.config_file] {
             if path
                 .to_string_lossy()
@@ -596,7 +604,8 @@ impl Managed {
     }
 
     /// HAProxy's alerts in the log since `offset`: the `[ALERT]` lines of `pid` (the
-    /// master; all pids if `None`), else any `[ALERT]`, else the master's `[WARNING]`s.
+    /// master; all pids if `None`), else any `[ALERT]`, else the master's `[WARNING]`s,
+    /// else the last lines written.
     fn alerts_since(&self, offset: u64, pid: Option<u32>) -> String {
         let text = read_log_from(&self.paths.log_file, offset);
         let mut lines = messages(&text, pid, &["[ALERT]"]);
@@ -607,7 +616,18 @@ impl Managed {
             lines = messages(&text, pid, &["[WARNING]"]);
         }
         if lines.is_empty() {
-            format!("no alert in {}", self.paths.log_file.display())
+            let all: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            lines = all[all.len().saturating_sub(5)..]
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+        }
+        if lines.is_empty() {
+            format!("nothing in {}", self.paths.log_file.display())
         } else {
             lines.join("; ")
         }
@@ -681,8 +701,8 @@ impl Process for Managed {
                 .map_err(|source| ProcessError::Signal { pid, source })?;
         }
         let deadline = Instant::now() + self.timeouts.reload;
-        let mut new_worker = None;
         let mut reloaded_without_worker: Option<Instant> = None;
+        let is_new = |w: &&WorkerProc| !before.workers.iter().any(|b| b.pid == w.pid);
         loop {
             // A worker failing its own start-up (chroot, setuid) makes the master kill
             // everything and exit (`exit-on-failure`).
@@ -691,36 +711,28 @@ impl Process for Managed {
                     alerts: self.alerts_since(offset, None),
                 });
             }
-            match new_worker {
-                Some(worker) if self.worker_answers(worker) => return Ok(()),
-                Some(_) => {}
-                // Until the re-executed master runs, its socket refuses connections.
-                None => match self.show_proc() {
-                    Ok(now) if now.master.reloads > before.master.reloads => {
-                        let is_new =
-                            |w: &&WorkerProc| !before.workers.iter().any(|b| b.pid == w.pid);
-                        new_worker = now.workers.iter().find(is_new).map(|w| w.pid);
-                        // The master lists its new worker from its first answer on, so a
-                        // reload counted as good without one means that worker died at once.
-                        let since = *reloaded_without_worker.get_or_insert_with(Instant::now);
-                        if new_worker.is_none()
-                            && (now.master.failed_reloads > 0
-                                || since.elapsed() >= NEW_WORKER_GRACE)
-                        {
-                            // A refused load is explained by the master; a dead new worker
-                            // by its own lines.
-                            let from = (now.master.failed_reloads > 0).then_some(pid);
-                            return Err(ProcessError::ReloadFailed {
-                                alerts: self.alerts_since(offset, from),
-                                serving: !now.workers.is_empty(),
-                            });
-                        }
-                        if new_worker.is_some_and(|w| self.worker_answers(w)) {
-                            return Ok(());
+            // Until the re-executed master runs, its socket refuses connections.
+            if let Ok(now) = self.show_proc() {
+                if now.master.reloads > before.master.reloads {
+                    match now.workers.iter().find(is_new) {
+                        Some(worker) if self.worker_answers(worker.pid) => return Ok(()),
+                        Some(_) => {}
+                        None => {
+                            // The master lists its new worker from its first answer on, so
+                            // a reload counted as good without one means it died at once.
+                            let since = *reloaded_without_worker.get_or_insert_with(Instant::now);
+                            let refused = now.master.failed_reloads > 0;
+                            if refused || since.elapsed() >= NEW_WORKER_GRACE {
+                                // A refused load is explained by the master's lines, a dead
+                                // new worker by its own.
+                                return Err(ProcessError::ReloadFailed {
+                                    alerts: self.alerts_since(offset, refused.then_some(pid)),
+                                    serving: !now.workers.is_empty(),
+                                });
+                            }
                         }
                     }
-                    _ => {}
-                },
+                }
             }
             if Instant::now() >= deadline {
                 return Err(ProcessError::ReloadTimeout {
@@ -853,6 +865,15 @@ fn messages(text: &str, pid: Option<u32>, levels: &[&str]) -> Vec<String> {
         })
         .map(String::from)
         .collect()
+}
+
+/// True if `program` names an existing file, directly or through `PATH`.
+fn program_exists(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// util-linux `setsid` (Essential on Debian), if installed.
@@ -1297,6 +1318,23 @@ mod tests {
         assert!(text.contains(&format!("127.0.0.1:{taken_port}")), "{text}");
         assert!(!h.managed.is_running());
         assert!(h.managed.child.is_none(), "exited child not reaped");
+    }
+
+    #[test]
+    fn missing_binary_is_a_spawn_error() {
+        let h = TestHaproxy::new();
+        let mut p = paths(h.dir.path());
+        p.binary = PathBuf::from("/nonexistent/haproxy");
+        let err = Managed::new(p.clone()).start().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot start /nonexistent/haproxy: no such program"
+        );
+        p.binary = PathBuf::from("no-such-haproxy-in-path");
+        assert!(matches!(
+            Managed::new(p).start(),
+            Err(ProcessError::Spawn { .. })
+        ));
     }
 
     #[test]
