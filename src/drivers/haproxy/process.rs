@@ -22,6 +22,10 @@
 //!   supervising the old worker, which keeps serving (its listeners are paused and resumed).
 //!   Nothing is pending: the next `reload` reads the configuration file again, so restore
 //!   the previous file (reloading it then succeeds) or the same failure repeats.
+//!   Such a reload takes ~2 s (the new master retries binding 200 x 10 ms) and meanwhile the
+//!   old worker's listeners are paused: new connections are REFUSED for those ~2 s
+//!   (established ones go on). Hence `check_bindable` before a reload that adds ports.
+//! - A successful reload refuses nothing (listening sockets pass over `-x sockpair@`).
 //! - A new worker failing its own start-up after a good load (e.g. `chroot` to a missing
 //!   dir: `haproxy -c` passes) makes the master SIGTERM every process and exit
 //!   (`exit-on-failure`, the default): everything is down, old worker included.
@@ -111,6 +115,11 @@ pub enum ProcessError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {source}")]
+    PortUnavailable {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     ServiceCommand(#[source] CommandError),
     #[error("HAProxy does not answer on {} after `{command}`: {source}", socket.display())]
@@ -167,6 +176,25 @@ pub fn validate_with_timeout(
         lines.join("; ")
     };
     Err(ProcessError::Invalid { messages })
+}
+
+/// Checks that HAProxy could bind each of `addrs`, binding them the way it does
+/// (SO_REUSEADDR and SO_REUSEPORT). Ports the running HAProxy holds pass (it listens with
+/// SO_REUSEPORT as the same user), so every listen address of a new configuration can be
+/// given. A reload that fails to bind leaves the old frontends refusing connections for
+/// ~2 s, so a port taken by another process is better refused before reloading.
+pub fn check_bindable(addrs: &[std::net::SocketAddr]) -> Result<(), ProcessError> {
+    use socket2::{Domain, Socket, Type};
+    for &addr in addrs {
+        let bind = || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())
+        };
+        bind().map_err(|source| ProcessError::PortUnavailable { addr, source })?;
+    }
+    Ok(())
 }
 
 /// One way of running HAProxy. Calls come one at a time from the driver thread; every
@@ -1443,6 +1471,60 @@ mod tests {
         assert_eq!(echo(&mut conn, "after restore"), "after restore");
         assert!(serves(h.port));
         drop(taken);
+    }
+
+    #[test]
+    fn check_bindable_sees_ports_of_other_processes() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_addr = taken.local_addr().unwrap();
+        let free = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        check_bindable(&[free]).unwrap();
+        let err = check_bindable(&[free, taken_addr]).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot listen on {taken_addr}: Address already in use"
+            )),
+            "{err}"
+        );
+        // A port our own HAProxy listens on passes: HAProxy shares it (SO_REUSEPORT).
+        let mut h = TestHaproxy::started();
+        let ours = ([127, 0, 0, 1], h.port).into();
+        check_bindable(&[ours]).unwrap();
+        h.write_config(&[h.port, free.port()]);
+        h.managed.reload().unwrap();
+        assert!(serves(free.port()));
+    }
+
+    #[test]
+    fn reloads_under_traffic_refuse_nothing() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        let mut h = TestHaproxy::started();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), h.port);
+                thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let counter = if serves(port) { &ok } else { &failed };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            h.managed.reload().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 10);
     }
 
     #[test]
