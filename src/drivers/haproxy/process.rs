@@ -2,36 +2,6 @@
 //! stopping it either ourselves (`Managed`: master-worker mode under the state dir, HAProxy
 //! outliving the worker) or through the init system's commands (`Service`). Both sit behind
 //! the `Process` trait so the driver does not care which one runs.
-//!
-//! HAProxy 2.6.12 behaviours this relies on (all checked against the real binary):
-//! - `haproxy -W -db -f <cfg> -p <pidfile> -S <sock>,mode,600` stays in the foreground as the
-//!   master; the pid file holds the master's pid; it forks one worker per (re)load.
-//! - The master CLI (`-S`) answers one command per connection only once the client shuts its
-//!   write side. `show proc` lists the master (`<pid> master <reloads> [failed: <n>] ...`),
-//!   then `# workers`, `# old workers` (still draining connections) and `# programs`.
-//! - Master CLI `reload` re-executes the master (same pid): the connection just closes, and
-//!   the master socket refuses connections for ~100 ms until the new master runs.
-//! - A successful reload shows a new pid under `# workers` and `[failed: 0]`; the old worker
-//!   moves to `# old workers` until its connections end. `failed` counts consecutive failed
-//!   reloads and goes back to 0 on the next success.
-//! - After every load, good or bad, the master re-executes itself once more into "wait mode"
-//!   (`HAPROXY_MWORKER_WAIT_ONLY=1`, no configuration in memory): that is its steady state.
-//! - A failed reload (a port taken by another process: `haproxy -c` cannot see that) logs
-//!   `[ALERT] (<master pid>) : Binding [...]: cannot bind socket (Address already in use)`
-//!   and `Loading failure!`, increments `failed`, and the master goes back to wait mode
-//!   supervising the old worker, which keeps serving (its listeners are paused and resumed).
-//!   Nothing is pending: the next `reload` reads the configuration file again, so restore
-//!   the previous file (reloading it then succeeds) or the same failure repeats.
-//!   Such a reload takes ~2 s (the new master retries binding 200 x 10 ms) and meanwhile the
-//!   old worker's listeners are paused: new connections are REFUSED for those ~2 s
-//!   (established ones go on). Hence `check_bindable` before a reload that adds ports.
-//! - A successful reload refuses nothing (listening sockets pass over `-x sockpair@`).
-//! - A new worker failing its own start-up after a good load (e.g. `chroot` to a missing
-//!   dir: `haproxy -c` passes) makes the master SIGTERM every process and exit
-//!   (`exit-on-failure`, the default): everything is down, old worker included.
-//! - SIGTERM to the master is a hard stop: it kills the workers, logs `All workers exited.
-//!   Exiting...` and exits. It leaves its pid file and socket files behind. Workers exit by
-//!   themselves when the master dies (even by SIGKILL).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -371,6 +341,36 @@ pub fn parse_show_proc(text: &str) -> Result<ProcList, String> {
 /// HAProxy run by the worker itself, in master-worker mode, in a session of its own so
 /// that it outlives the worker: stopping, crashing or upgrading the worker never stops
 /// traffic, and the next worker process adopts it through the pid file and master socket.
+///
+/// HAProxy 2.6.12 behaviours this relies on (all checked against the real binary):
+/// - `haproxy -W -db -f <cfg> -p <pidfile> -S <sock>,mode,600` stays in the foreground as the
+///   master; the pid file holds the master's pid; it forks one worker per (re)load.
+/// - The master CLI (`-S`) answers one command per connection only once the client shuts its
+///   write side. `show proc` lists the master (`<pid> master <reloads> [failed: <n>] ...`),
+///   then `# workers`, `# old workers` (still draining connections) and `# programs`.
+/// - Master CLI `reload` re-executes the master (same pid): the connection just closes, and
+///   the master socket refuses connections (~50 ms here) until the re-executed master runs.
+/// - A successful reload shows a new pid under `# workers` and `[failed: 0]`; the old worker
+///   moves to `# old workers` until its connections end. `failed` counts consecutive failed
+///   reloads and goes back to 0 on the next success.
+/// - After every load, good or bad, the master re-executes itself once more into "wait mode"
+///   (`HAPROXY_MWORKER_WAIT_ONLY=1`, no configuration in memory): that is its steady state.
+/// - A failed reload (a port taken by another process: `haproxy -c` cannot see that) logs
+///   `[ALERT] (<master pid>) : Binding [...]: cannot bind socket (Address already in use)`
+///   and `Loading failure!`, increments `failed`, and the master goes back to wait mode
+///   supervising the old worker, which keeps serving (its listeners are paused and resumed).
+///   Nothing is pending: the next `reload` reads the configuration file again, so restore
+///   the previous file (reloading it then succeeds) or the same failure repeats.
+///   Such a reload takes ~2 s (the new master keeps retrying to bind) and meanwhile the old
+///   worker's listeners are paused: new connections are REFUSED for those ~2 s (established
+///   ones go on). Hence `check_bindable` before reloading.
+/// - A successful reload refuses nothing (listening sockets pass over `-x sockpair@`).
+/// - A new worker failing its own start-up after a good load (e.g. `chroot` to a missing
+///   dir: `haproxy -c` passes) makes the master SIGTERM every process and exit
+///   (`exit-on-failure`, the default): everything is down, old worker included.
+/// - SIGTERM to the master is a hard stop: it kills the workers, logs `All workers exited.
+///   Exiting...` and exits. It leaves its pid file and socket files behind. Workers exit by
+///   themselves when the master dies (even by SIGKILL).
 #[derive(Debug)]
 pub struct Managed {
     paths: ManagedPaths,
