@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod swift;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -193,6 +194,8 @@ pub struct Worker {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
+    /// Stop the managed HAProxy when dropped (not when the directory is handed on).
+    owns_haproxy: bool,
 }
 
 impl Worker {
@@ -212,6 +215,7 @@ impl Worker {
             config_path,
             log_path,
             child: None,
+            owns_haproxy: true,
         };
         w.launch();
         w
@@ -279,9 +283,11 @@ impl Worker {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops the worker (SIGTERM, then SIGKILL) and hands back its directory.
+    /// Stops the worker (SIGTERM, then SIGKILL) and hands back its directory, with the
+    /// managed HAProxy still running in it.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.terminate();
+        self.owns_haproxy = false;
         let dir = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.dir, dir)
     }
@@ -310,7 +316,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.terminate();
-        if self.config.driver == "haproxy" {
+        if self.config.driver == "haproxy" && self.owns_haproxy {
             self.stop_haproxy();
         }
         if std::thread::panicking() {

@@ -1,33 +1,380 @@
-//! The HAProxy driver (work in progress: only its name so far).
+//! The HAProxy driver: the `LoadBalancerDriver` that runs the appliance. It builds a
+//! `model` from an UPDATE, `render`s it, checks it with `haproxy -c`, swaps it in with
+//! `files` (keeping `<file>.BKUP`), and has `process` reload or start HAProxy; if HAProxy
+//! refuses, the previous file is put back and keeps serving. STATS and METRICS read the
+//! `stats_socket`; METRICS goes through the `ledger`; ARCHIVE through `archive`.
 
 pub mod archive;
+pub mod command;
 pub mod files;
 pub mod ledger;
 pub mod model;
+pub mod process;
 pub mod render;
+pub mod stats_socket;
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use slog::Logger;
+use slog::{error, info, warn, Logger};
 
-use crate::config::HaproxySettings;
-use crate::drivers::LoadBalancerDriver;
+use self::ledger::{Ledger, Sample};
+use self::model::Model;
+use self::process::{Process, Timeouts};
+use self::render::{LogTarget, RenderEnv};
+use self::stats_socket::StatsSocket;
+use crate::config::{HaproxyMode, HaproxySettings};
+use crate::drivers::{
+    Algorithm, ArchiveTarget, DriverError, DriverResult, LoadBalancerDriver, Monitor, Node,
+    NodeStatus, Protocol, Statistics, Timeouts as LbTimeouts,
+};
+use crate::telemetry::DriverStats;
+
+/// Files the driver keeps in the state directory besides HAProxy's own.
+const MODEL_FILE: &str = "model.json";
+const SUSPENDED_FILE: &str = "suspended";
+const SERVER_STATE_FILE: &str = "server-state";
+
+/// Where everything lives.
+#[derive(Debug, Clone)]
+struct Paths {
+    config: PathBuf,
+    backup: PathBuf,
+    candidate: PathBuf,
+    model: PathBuf,
+    suspended: PathBuf,
+    server_state: PathBuf,
+}
+
+impl Paths {
+    fn new(s: &HaproxySettings) -> Paths {
+        let with_suffix = |p: &Path, suffix: &str| {
+            let mut os = p.as_os_str().to_owned();
+            os.push(suffix);
+            PathBuf::from(os)
+        };
+        Paths {
+            backup: with_suffix(&s.config_file, ".BKUP"),
+            candidate: with_suffix(&s.config_file, ".new"),
+            config: s.config_file.clone(),
+            model: s.state_dir.join(MODEL_FILE),
+            suspended: s.state_dir.join(SUSPENDED_FILE),
+            server_state: s.state_dir.join(SERVER_STATE_FILE),
+        }
+    }
+}
 
 pub struct HaproxyDriver {
-    #[allow(dead_code)]
     settings: HaproxySettings,
-    #[allow(dead_code)]
+    paths: Paths,
+    timeouts: Timeouts,
+    stats: Arc<DriverStats>,
     log: Logger,
+    /// The UPDATE being assembled by the incremental trait calls.
+    pending: Model,
+    /// What HAProxy is serving, as far as the worker knows (persisted in `model.json`).
+    applied: Option<Model>,
+    process: Box<dyn Process>,
+    socket: StatsSocket,
+    ledger: Option<Ledger>,
+    started_up: bool,
+}
+
+fn failed(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Failed(e.to_string())
 }
 
 impl HaproxyDriver {
     pub fn new(
         settings: HaproxySettings,
-        _job_timeout: Duration,
-        _stats: std::sync::Arc<crate::telemetry::DriverStats>,
+        job_timeout: Duration,
+        stats: Arc<DriverStats>,
         log: Logger,
     ) -> Self {
-        HaproxyDriver { settings, log }
+        let timeouts = timeouts_for(job_timeout);
+        let process = process::from_settings(&settings, timeouts);
+        let socket = StatsSocket::new(&settings.stats_socket, timeouts.cli);
+        HaproxyDriver {
+            paths: Paths::new(&settings),
+            settings,
+            timeouts,
+            stats,
+            log,
+            pending: Model::new(),
+            applied: None,
+            process,
+            socket,
+            ledger: None,
+            started_up: false,
+        }
+    }
+
+    fn render_env(&self) -> DriverResult<RenderEnv> {
+        let bind_address = self.settings.bind_address.parse().map_err(|_| {
+            failed(format!(
+                "haproxy.bind_address '{}' is not an IP address",
+                self.settings.bind_address
+            ))
+        })?;
+        Ok(match self.settings.mode {
+            HaproxyMode::Managed => RenderEnv {
+                bind_address,
+                stats_socket: self.settings.stats_socket.clone(),
+                server_state_file: self.paths.server_state.clone(),
+                log: LogTarget::Stdout,
+                pid_file: None,
+                socket_owner: None,
+            },
+            HaproxyMode::Service => RenderEnv {
+                bind_address,
+                stats_socket: self.settings.stats_socket.clone(),
+                server_state_file: self.paths.server_state.clone(),
+                log: LogTarget::Syslog("/dev/log".to_string()),
+                pid_file: Some(self.settings.pid_file.clone()),
+                socket_owner: Some((
+                    nix::unistd::getuid().as_raw(),
+                    nix::unistd::getgid().as_raw(),
+                )),
+            },
+        })
+    }
+
+    /// Creates the state directory (0700) once.
+    fn ensure_state_dir(&self) -> DriverResult<()> {
+        let dir = &self.settings.state_dir;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                failed(format!(
+                    "cannot create the state directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                failed(format!(
+                    "cannot restrict the state directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn ledger(&mut self) -> DriverResult<&mut Ledger> {
+        if self.ledger.is_none() {
+            let path = self.settings.statsfile.clone();
+            let ledger = match Ledger::load(&path) {
+                Ok(l) => l,
+                Err(e @ ledger::LedgerError::Corrupt { .. }) => {
+                    // Keep the evidence, start a fresh count.
+                    let aside = path.with_extension("corrupt");
+                    let _ = std::fs::rename(&path, &aside);
+                    error!(self.log, "metrics ledger unreadable; starting afresh"; "error" => %e, "kept_as" => %aside.display());
+                    Ledger::load(&path).map_err(failed)?
+                }
+                Err(e) => return Err(failed(e)),
+            };
+            self.ledger = Some(ledger);
+        }
+        self.ledger
+            .as_mut()
+            .ok_or_else(|| failed("metrics ledger unavailable"))
+    }
+
+    fn has_config(&self) -> bool {
+        self.paths.config.exists()
+    }
+
+    fn is_suspended(&self) -> bool {
+        self.paths.suspended.exists()
+    }
+
+    /// The `bout` counters of every load balancer, tied to the worker process that holds them.
+    fn samples(&self) -> DriverResult<Vec<Sample>> {
+        let info = self.socket.show_info().map_err(failed)?;
+        let pid: u32 = info
+            .get("Pid")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| failed("HAProxy's `show info` has no Pid"))?;
+        let rows = self.socket.show_stat().map_err(failed)?;
+        let protocols: Vec<Protocol> = match &self.applied {
+            Some(m) => m.load_balancers().iter().map(|lb| lb.protocol).collect(),
+            None => vec![Protocol::Http, Protocol::Tcp],
+        };
+        let mut out = Vec::new();
+        for protocol in protocols {
+            let backend = render::backend_name(protocol);
+            if let Some(row) = rows.iter().find(|r| {
+                r.get("pxname") == Some(backend.as_str()) && r.get("svname") == Some("BACKEND")
+            }) {
+                out.push(Sample {
+                    protocol,
+                    pid,
+                    bout: row.get_u64("bout").unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Before HAProxy's current process goes away: bank its counters.
+    fn save_counters(&mut self) -> DriverResult<()> {
+        let samples = match self.samples() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(self.log, "cannot read HAProxy counters before a stop or reload"; "error" => %e);
+                return Ok(());
+            }
+        };
+        self.ledger()?.save_before_stop(&samples).map_err(failed)
+    }
+
+    fn write_server_state(&self, text: &str) -> DriverResult<()> {
+        files::write_atomic(
+            &self.paths.server_state,
+            text.as_bytes(),
+            files::PRIVATE_MODE,
+        )
+        .map_err(failed)
+    }
+
+    fn ensure_server_state(&self) -> DriverResult<()> {
+        if !self.paths.server_state.exists() {
+            self.write_server_state(render::EMPTY_SERVER_STATE)?;
+        }
+        Ok(())
+    }
+
+    fn persist_model(&self, model: &Model) {
+        match serde_json::to_vec_pretty(model) {
+            Ok(bytes) => {
+                if let Err(e) = files::write_atomic(&self.paths.model, &bytes, files::PRIVATE_MODE)
+                {
+                    warn!(self.log, "cannot save the applied model"; "error" => %e);
+                }
+            }
+            Err(e) => warn!(self.log, "cannot encode the applied model"; "error" => %e),
+        }
+    }
+
+    fn load_model(&self) -> Option<Model> {
+        let bytes = std::fs::read(&self.paths.model).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(self.log, "ignoring an unreadable model.json"; "error" => %e);
+                None
+            }
+        }
+    }
+
+    /// Refuses a port another process holds before HAProxy tries it: a reload that fails
+    /// to bind pauses the old frontends for about two seconds, which would drop clients.
+    fn check_ports(&self, next: &Model) -> DriverResult<()> {
+        let Ok(ip) = self.settings.bind_address.parse::<std::net::IpAddr>() else {
+            return Ok(());
+        };
+        let ours = |port: u16| {
+            self.applied
+                .as_ref()
+                .is_some_and(|m| m.load_balancers().iter().any(|lb| lb.port == port))
+        };
+        for lb in next.load_balancers() {
+            // In service mode another user's HAProxy holds our current ports.
+            if self.settings.mode == HaproxyMode::Service && ours(lb.port) {
+                continue;
+            }
+            let addr = std::net::SocketAddr::new(ip, lb.port);
+            if let Err(e) = process::check_bindable(&[addr]) {
+                let cause = match &e {
+                    process::ProcessError::PortUnavailable { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                return Err(failed(format!(
+                    "Starting frontend {}: cannot bind socket ({cause}) [{addr}]; the previous configuration keeps serving",
+                    render::frontend_name(lb.protocol)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the previous file back after HAProxy refused the new one.
+    fn roll_back(&mut self, had_previous: bool, was_running: bool) {
+        let restored = if had_previous {
+            files::restore(&self.paths.backup, &self.paths.config).map(|_| ())
+        } else {
+            files::remove_if_exists(&self.paths.config).map(|_| ())
+        };
+        if let Err(e) = restored {
+            error!(self.log, "cannot restore the previous configuration"; "error" => %e);
+            return;
+        }
+        if !(was_running && had_previous) {
+            return;
+        }
+        // A failed reload leaves the old worker serving and the master waiting; a new
+        // worker that died at start-up takes everything down. Either way, load the restored
+        // file so that what runs is what is on disk.
+        let result = if self.process.is_running() {
+            self.process.reload()
+        } else {
+            self.process.start()
+        };
+        if let Err(e) = result {
+            error!(self.log, "reloading the restored configuration failed"; "error" => %e);
+        }
+    }
+
+    /// First turn: adopt or start HAProxy as the state directory says, and make sure
+    /// what runs is what the file says.
+    fn start_up(&mut self) -> DriverResult<()> {
+        self.ensure_state_dir()?;
+        self.applied = self.load_model();
+        let _ = files::remove_if_exists(&self.paths.candidate);
+        let running = self.process.is_running();
+        if !self.has_config() {
+            info!(self.log, "no load balancer configured yet"; "running" => running);
+            self.stats.expect_up(false);
+            return Ok(());
+        }
+        if self.is_suspended() {
+            info!(self.log, "load balancer is suspended");
+            self.stats.expect_up(false);
+            if running && self.settings.mode == HaproxyMode::Managed {
+                self.save_counters()?;
+                self.process.stop().map_err(failed)?;
+            }
+            return Ok(());
+        }
+        self.stats.expect_up(true);
+        self.ensure_server_state()?;
+        if running {
+            info!(self.log, "adopted the running HAProxy");
+        } else if self.settings.mode == HaproxyMode::Managed {
+            info!(
+                self.log,
+                "starting HAProxy from the last good configuration"
+            );
+            self.process.start().map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bounds for each process step, inside the job deadline so the driver answers first.
+fn timeouts_for(job_timeout: Duration) -> Timeouts {
+    let inner = job_timeout
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
+    Timeouts {
+        start: inner.min(Duration::from_secs(30)),
+        reload: inner.min(Duration::from_secs(30)),
+        stop: inner.min(Duration::from_secs(10)),
+        cli: Duration::from_secs(2).min(inner),
+        command: inner,
     }
 }
 
@@ -35,9 +382,246 @@ impl LoadBalancerDriver for HaproxyDriver {
     fn name(&self) -> &'static str {
         "haproxy"
     }
+
+    fn init(&mut self) -> DriverResult<()> {
+        self.pending = Model::new();
+        Ok(())
+    }
+
+    fn add_protocol(&mut self, protocol: Protocol, port: u16) -> DriverResult<()> {
+        self.pending
+            .add_protocol(protocol, port)
+            .map_err(|e| DriverError::Invalid(e.to_string()))
+    }
+
+    fn set_algorithm(&mut self, protocol: Protocol, algorithm: Algorithm) -> DriverResult<()> {
+        self.pending
+            .set_algorithm(protocol, algorithm)
+            .map_err(|e| DriverError::Invalid(e.to_string()))
+    }
+
+    fn add_monitor(&mut self, protocol: Protocol, monitor: &Monitor) -> DriverResult<()> {
+        self.pending
+            .set_monitor(protocol, monitor)
+            .map_err(|e| DriverError::Invalid(e.to_string()))
+    }
+
+    fn set_timeouts(&mut self, protocol: Protocol, timeouts: &LbTimeouts) -> DriverResult<()> {
+        self.pending
+            .set_timeouts(protocol, timeouts)
+            .map_err(|e| DriverError::Invalid(e.to_string()))
+    }
+
+    fn add_server(&mut self, protocol: Protocol, node: &Node) -> DriverResult<()> {
+        self.pending
+            .add_server(protocol, node)
+            .map_err(|e| DriverError::Invalid(e.to_string()))
+    }
+
+    fn create(&mut self) -> DriverResult<()> {
+        let next = std::mem::take(&mut self.pending);
+        self.ensure_state_dir()?;
+        let text = render::render(&next, &self.render_env()?)
+            .map_err(|e| DriverError::Invalid(e.to_string()))?;
+        files::write_atomic(&self.paths.candidate, text.as_bytes(), files::PRIVATE_MODE)
+            .map_err(failed)?;
+        self.ensure_server_state()?;
+        if let Err(e) = process::validate_with_timeout(
+            &self.settings.binary,
+            &self.paths.candidate,
+            self.timeouts.command,
+        ) {
+            let _ = files::remove_if_exists(&self.paths.candidate);
+            self.stats
+                .validation_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(failed(format!("Configuration file is invalid: {e}")));
+        }
+        let running = self.process.is_running();
+        self.check_ports(&next)?;
+        if running {
+            // Node health survives the reload: hand HAProxy the states still valid.
+            match self.socket.show_servers_state() {
+                Ok(dump) => {
+                    let live = self.applied.clone().unwrap_or_default();
+                    self.write_server_state(&render::carry_server_state(&dump, &live, &next))?;
+                }
+                Err(e) => {
+                    warn!(self.log, "cannot save server states before the reload"; "error" => %e)
+                }
+            }
+            self.save_counters()?;
+        }
+        let had_previous = files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
+        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
+            .map_err(failed)?;
+        let _ = files::remove_if_exists(&self.paths.candidate);
+        let outcome = if running {
+            self.process.reload()
+        } else {
+            self.process.start()
+        };
+        match outcome {
+            Ok(()) => {
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let _ = files::remove_if_exists(&self.paths.suspended);
+                self.persist_model(&next);
+                self.applied = Some(next);
+                self.stats.expect_up(true);
+                self.stats.set_up(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.roll_back(had_previous, running);
+                Err(failed(format!(
+                    "HAProxy refused the new configuration: {e}"
+                )))
+            }
+        }
+    }
+
+    fn suspend(&mut self) -> DriverResult<()> {
+        self.ensure_state_dir()?;
+        if !self.has_config() {
+            return Ok(());
+        }
+        if self.process.is_running() {
+            self.save_counters()?;
+            self.process.stop().map_err(failed)?;
+        }
+        files::write_atomic(&self.paths.suspended, b"suspended\n", files::PRIVATE_MODE)
+            .map_err(failed)?;
+        self.stats.expect_up(false);
+        self.stats.set_up(false);
+        Ok(())
+    }
+
+    fn enable(&mut self) -> DriverResult<()> {
+        if !self.has_config() {
+            return Err(failed("There is no load balancer configuration to enable (it was deleted or never created)"));
+        }
+        if !self.process.is_running() {
+            self.ensure_server_state()?;
+            self.process.start().map_err(failed)?;
+        }
+        let _ = files::remove_if_exists(&self.paths.suspended);
+        self.stats.expect_up(true);
+        self.stats.set_up(true);
+        Ok(())
+    }
+
+    fn delete(&mut self) -> DriverResult<()> {
+        if self.process.is_running() {
+            self.process.stop().map_err(failed)?;
+        }
+        for p in [
+            &self.paths.config,
+            &self.paths.backup,
+            &self.paths.candidate,
+            &self.settings.logfile,
+            &self.paths.model,
+            &self.paths.server_state,
+            &self.paths.suspended,
+        ] {
+            files::remove_if_exists(p).map_err(failed)?;
+        }
+        if self.settings.statsfile.exists() {
+            self.ledger()?.forget_all().map_err(failed)?;
+        }
+        self.applied = None;
+        self.stats.expect_up(false);
+        self.stats.set_up(false);
+        Ok(())
+    }
+
+    fn get_status(&mut self) -> DriverResult<Vec<NodeStatus>> {
+        if !self.has_config() {
+            return Err(DriverError::Deleted);
+        }
+        if !self.process.is_running() {
+            return Err(failed(if self.is_suspended() {
+                "HAProxy is not running (the load balancer is suspended)."
+            } else {
+                "HAProxy is not running."
+            }));
+        }
+        let rows = self.socket.show_stat().map_err(failed)?;
+        let known: Option<Vec<String>> = self.applied.as_ref().map(|m| {
+            m.load_balancers()
+                .iter()
+                .flat_map(|lb| lb.nodes.iter().map(|n| n.id.as_str().to_string()))
+                .collect()
+        });
+        let mut nodes = Vec::new();
+        for row in &rows {
+            let (Some(px), Some(sv)) = (row.get("pxname"), row.get("svname")) else {
+                continue;
+            };
+            if !px.ends_with("-servers") {
+                continue;
+            }
+            let Some(id) = sv.strip_prefix(render::SERVER_PREFIX) else {
+                continue;
+            };
+            if known.as_ref().is_some_and(|k| !k.iter().any(|x| x == id)) {
+                continue;
+            }
+            nodes.push(NodeStatus {
+                id: id.to_string(),
+                up: row.get("status") == Some("UP"),
+            });
+        }
+        Ok(nodes)
+    }
+
+    fn get_statistics(&mut self) -> DriverResult<Statistics> {
+        if !self.has_config() {
+            return Err(DriverError::Deleted);
+        }
+        let samples = if self.process.is_running() {
+            self.samples()?
+        } else {
+            Vec::new()
+        };
+        self.ledger()?
+            .report(chrono::Utc::now(), &samples)
+            .map_err(failed)
+    }
+
+    fn archive(&mut self, target: &ArchiveTarget) -> DriverResult<()> {
+        let timeout = self.timeouts.command.min(Duration::from_secs(30));
+        archive::archive(&self.settings.logfile, target, timeout).map_err(failed)
+    }
+
+    fn housekeeping(&mut self) -> DriverResult<()> {
+        if !self.started_up {
+            self.started_up = true;
+            self.start_up()?;
+        }
+        let running = self.process.is_running();
+        self.stats.set_up(running);
+        let should_run = self.has_config() && !self.is_suspended();
+        if should_run && !running && self.settings.mode == HaproxyMode::Managed {
+            warn!(
+                self.log,
+                "HAProxy is not running; restarting it from the last good configuration"
+            );
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            self.ensure_server_state()?;
+            self.process.start().map_err(failed)?;
+            self.stats.set_up(true);
+            info!(self.log, "HAProxy restarted");
+        }
+        Ok(())
+    }
 }
 
-/// Stops the managed HAProxy of these settings (not written yet).
-pub fn stop_managed(_settings: &HaproxySettings) -> Result<String, String> {
-    Err("not implemented yet".to_string())
+/// Stops the managed HAProxy of these settings (the `haproxy stop` command).
+pub fn stop_managed(settings: &HaproxySettings) -> Result<String, String> {
+    match process::stop_by_state_dir(settings, Timeouts::default()) {
+        Ok(Some(pid)) => Ok(format!("stopped HAProxy (master pid {pid})")),
+        Ok(None) => Ok("HAProxy was not running".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
