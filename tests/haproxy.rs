@@ -429,6 +429,12 @@ fn metrics_count_bytes_once_across_reloads_and_restarts() {
     for _ in 0..10 {
         http_get(port, None).unwrap();
     }
+    // A worker restart before the report loses nothing either.
+    let Appliance { g, w } = a;
+    let cfg = w.config.clone();
+    let w = Worker::start_in(cfg, w.stop());
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(15)));
+    let a = Appliance { g, w };
     let m = a.action("METRICS");
     let per_response = out / 20;
     let got = bytes(&m);
@@ -591,4 +597,46 @@ fn archive_ships_only_that_load_balancers_lines_to_swift() {
         !a.w.log().contains(token),
         "the token never reaches the worker's log"
     );
+}
+
+#[test]
+fn node_health_survives_a_reload() {
+    let a = Appliance::start();
+    let up = Backend::http("up");
+    let dead_port = free_port();
+    let port = free_port();
+    // One check every 4 s: after a reload a node would read UP for up to 4 s if its
+    // health were not carried over.
+    let mon = json!({"type": "CONNECT", "delay": 4, "timeout": 1, "attempts": 1});
+    let lb = |nodes: Vec<Value>| {
+        let mut l = http_lb(port, nodes);
+        l["monitor"] = mon.clone();
+        json!([l])
+    };
+    let dead = json!({"id": 2, "address": "127.0.0.1", "port": dead_port});
+    assert!(passed(&a.update(lb(vec![node(1, &up), dead.clone()]))));
+    let status = |a: &Appliance, id: &str| {
+        let v = a.action("STATS");
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["status"].as_str().unwrap().to_string())
+    };
+    assert!(wait_until(Duration::from_secs(15), || status(&a, "2")
+        .as_deref()
+        == Some("DOWN")));
+    // A reload for another reason: a third node joins and the client timeout changes.
+    let other = Backend::http("other");
+    let mut next = lb(vec![node(1, &up), dead, node(3, &other)]);
+    next[0]["options"] = json!({"client_timeout": 20000});
+    let v = a.update(next);
+    assert!(passed(&v), "{v}");
+    assert_eq!(
+        status(&a, "2").as_deref(),
+        Some("DOWN"),
+        "still DOWN right after the reload"
+    );
+    assert_eq!(status(&a, "1").as_deref(), Some("UP"));
 }

@@ -344,7 +344,9 @@ impl ConnectionActor {
                 self.became_healthy();
                 self.job(handle, data, ctx);
             }
-            Packet::EchoRes { .. } => {}
+            // Answers to our heartbeat; a server-side ECHO_REQ has no worker answer, so it is
+            // only taken as a sign of life.
+            Packet::EchoRes { .. } | Packet::EchoReq { .. } => {}
             Packet::Error { code, text } => self.fail(
                 format!(
                     "job server error {}: {}",
