@@ -640,3 +640,97 @@ fn node_health_survives_a_reload() {
     );
     assert_eq!(status(&a, "1").as_deref(), Some("UP"));
 }
+
+/// The pid of the HAProxy worker process serving now (changes on every reload).
+fn serving_pid(a: &Appliance) -> String {
+    let sock = libra_worker::drivers::haproxy::stats_socket::StatsSocket::new(
+        a.state_dir().join("stats.sock"),
+        Duration::from_secs(2),
+    );
+    sock.show_info().unwrap().get("Pid").cloned().unwrap()
+}
+
+#[test]
+fn node_only_updates_apply_without_reload_and_keep_stickiness() {
+    let a = Appliance::start();
+    let (b1, b2, b3, b4) = (
+        Backend::http("b1"),
+        Backend::http("b2"),
+        Backend::http("b3"),
+        Backend::http("b4"),
+    );
+    let port = free_port();
+    assert!(passed(&a.update(json!([http_lb(
+        port,
+        vec![node(1, &b1), node(2, &b2)]
+    )]))));
+    let pid = serving_pid(&a);
+    let sticky_to = |cookie: &str| -> Vec<String> {
+        (0..6)
+            .map(|_| http_get(port, Some(cookie)).unwrap().1)
+            .collect()
+    };
+    let cookie_of = |name: &str| -> String {
+        for _ in 0..50 {
+            let (_, body, cookie) = http_get(port, None).unwrap();
+            if body == name {
+                return cookie.unwrap().split(';').next().unwrap().to_string();
+            }
+        }
+        panic!("{name} never answered");
+    };
+    let c1 = cookie_of("b1");
+    assert_eq!(c1, "SERVERID=id-1");
+
+    // Add node 3: applied at run time, no new HAProxy process.
+    let v = a.update(json!([http_lb(
+        port,
+        vec![node(1, &b1), node(2, &b2), node(3, &b3)]
+    )]));
+    assert!(passed(&v), "{v}");
+    assert_eq!(serving_pid(&a), pid, "no reload for a node-only change");
+    assert!(
+        sticky_to(&c1).iter().all(|b| b == "b1"),
+        "old cookies still stick"
+    );
+    let c3 = cookie_of("b3");
+    assert!(
+        sticky_to(&c3).iter().all(|b| b == "b3"),
+        "the new node's cookie sticks: {c3}"
+    );
+    let cfg = String::from_utf8(a.live_config()).unwrap();
+    assert!(
+        cfg.contains(&format!("server id-3 127.0.0.1:{}", b3.port)),
+        "the file says what runs:\n{cfg}"
+    );
+
+    // Remove node 2 and move node 3 to another backend, weight 2: still no reload.
+    let mut n3 = node(3, &b4);
+    n3["weight"] = json!(2);
+    let v = a.update(json!([http_lb(port, vec![node(1, &b1), n3])]));
+    assert!(passed(&v), "{v}");
+    assert_eq!(serving_pid(&a), pid);
+    let seen = bodies(port, 12);
+    assert!(!seen.iter().any(|b| b == "b2" || b == "b3"), "{seen:?}");
+    assert!(seen.iter().any(|b| b == "b4"), "{seen:?}");
+    let stats = a.action("STATS");
+    let ids: Vec<&str> = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["1", "3"], "{stats}");
+
+    // A structural change reloads; cookies of file nodes and run-time nodes survive it.
+    let c3 = cookie_of("b4");
+    let mut lb = http_lb(port, vec![node(1, &b1), node(3, &b4)]);
+    lb["algorithm"] = json!("LEAST_CONNECTIONS");
+    assert!(passed(&a.update(json!([lb]))));
+    assert_ne!(serving_pid(&a), pid, "a structural change reloads");
+    assert!(sticky_to(&c1).iter().all(|b| b == "b1"));
+    assert!(
+        sticky_to(&c3).iter().all(|b| b == "b4"),
+        "run-time node keeps its cookie across the reload"
+    );
+}

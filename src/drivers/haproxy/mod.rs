@@ -11,8 +11,10 @@ pub mod ledger;
 pub mod model;
 pub mod process;
 pub mod render;
+pub mod runtime;
 pub mod stats_socket;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::telemetry::DriverStats;
 const MODEL_FILE: &str = "model.json";
 const SUSPENDED_FILE: &str = "suspended";
 const SERVER_STATE_FILE: &str = "server-state";
+const COOKIE_KEY_FILE: &str = "cookie.key";
 
 /// Where everything lives.
 #[derive(Debug, Clone)]
@@ -46,6 +49,7 @@ struct Paths {
     model: PathBuf,
     suspended: PathBuf,
     server_state: PathBuf,
+    cookie_key: PathBuf,
 }
 
 impl Paths {
@@ -62,6 +66,7 @@ impl Paths {
             model: s.state_dir.join(MODEL_FILE),
             suspended: s.state_dir.join(SUSPENDED_FILE),
             server_state: s.state_dir.join(SERVER_STATE_FILE),
+            cookie_key: s.state_dir.join(COOKIE_KEY_FILE),
         }
     }
 }
@@ -80,6 +85,10 @@ pub struct HaproxyDriver {
     socket: StatsSocket,
     ledger: Option<Ledger>,
     started_up: bool,
+    /// Servers removed at run time that still had connections: in maintenance, to be
+    /// deleted by housekeeping.
+    lingering: BTreeSet<(String, String)>,
+    cookie_key: Option<String>,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -108,10 +117,41 @@ impl HaproxyDriver {
             socket,
             ledger: None,
             started_up: false,
+            lingering: BTreeSet::new(),
+            cookie_key: None,
         }
     }
 
-    fn render_env(&self) -> DriverResult<RenderEnv> {
+    /// The secret behind HTTP dynamic cookies, made once and kept in the state directory
+    /// so that those cookies keep their value across reloads and worker restarts.
+    fn cookie_key(&mut self) -> DriverResult<String> {
+        if let Some(k) = &self.cookie_key {
+            return Ok(k.clone());
+        }
+        let stored = std::fs::read_to_string(&self.paths.cookie_key).unwrap_or_default();
+        let stored = stored.trim();
+        let key = if !stored.is_empty()
+            && stored.len() <= 64
+            && stored.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            stored.to_string()
+        } else {
+            use rand::Rng;
+            let key: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(24)
+                .map(char::from)
+                .collect();
+            files::write_atomic(&self.paths.cookie_key, key.as_bytes(), files::PRIVATE_MODE)
+                .map_err(failed)?;
+            key
+        };
+        self.cookie_key = Some(key.clone());
+        Ok(key)
+    }
+
+    fn render_env(&mut self) -> DriverResult<RenderEnv> {
+        let cookie_key = self.cookie_key()?;
         let bind_address = self.settings.bind_address.parse().map_err(|_| {
             failed(format!(
                 "haproxy.bind_address '{}' is not an IP address",
@@ -126,6 +166,7 @@ impl HaproxyDriver {
                 log: LogTarget::Stdout,
                 pid_file: None,
                 socket_owner: None,
+                cookie_key,
             },
             HaproxyMode::Service => RenderEnv {
                 bind_address,
@@ -137,6 +178,7 @@ impl HaproxyDriver {
                     nix::unistd::getuid().as_raw(),
                     nix::unistd::getgid().as_raw(),
                 )),
+                cookie_key,
             },
         })
     }
@@ -268,6 +310,48 @@ impl HaproxyDriver {
                 None
             }
         }
+    }
+
+    /// Applies a nodes-only change through the runtime API, then writes the same state to
+    /// the file. `Ok(false)`: the change needs a reload. `Err`: HAProxy refused a step
+    /// half-way; the caller reloads from the file, which makes both agree again.
+    fn apply_at_runtime(&mut self, next: &mut Model) -> DriverResult<bool> {
+        let Some(live) = self.applied.clone() else {
+            return Ok(false);
+        };
+        let steps = match runtime::plan(&live, next, &self.lingering) {
+            Ok(steps) => steps,
+            Err(reason) => {
+                slog::debug!(self.log, "update needs a reload"; "reason" => %reason);
+                return Ok(false);
+            }
+        };
+        let added_http: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                runtime::Step::Add {
+                    protocol: Protocol::Http,
+                    node,
+                } => Some(node.id.clone()),
+                _ => None,
+            })
+            .collect();
+        next.mark_dynamic_cookie(Protocol::Http, added_http.iter());
+        let text = render::render(next, &self.render_env()?)
+            .map_err(|e| DriverError::Invalid(e.to_string()))?;
+        let done = runtime::apply(&self.socket, next, &steps).map_err(failed)?;
+        self.lingering.extend(done.lingering);
+        // The file says what now runs; it was produced by the same renderer from the same
+        // structure HAProxy accepted, with validated node values, so it is not re-checked
+        // here (that check alone costs more than the whole runtime change).
+        files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
+        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
+            .map_err(failed)?;
+        self.persist_model(next);
+        self.applied = Some(next.clone());
+        self.stats.runtime_applies.fetch_add(1, Ordering::Relaxed);
+        self.stats.expect_up(true);
+        Ok(true)
     }
 
     /// Refuses a port another process holds before HAProxy tries it: a reload that fails
@@ -419,8 +503,25 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn create(&mut self) -> DriverResult<()> {
-        let next = std::mem::take(&mut self.pending);
+        let mut next = std::mem::take(&mut self.pending);
         self.ensure_state_dir()?;
+        if let Some(live) = &self.applied {
+            next.inherit_dynamic_cookies(live);
+        }
+        if self.settings.runtime_api
+            && self.has_config()
+            && !self.is_suspended()
+            && self.process.is_running()
+        {
+            match self.apply_at_runtime(&mut next) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    self.stats.runtime_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    warn!(self.log, "runtime update failed half-way; reloading instead"; "error" => %e);
+                }
+            }
+        }
         let text = render::render(&next, &self.render_env()?)
             .map_err(|e| DriverError::Invalid(e.to_string()))?;
         files::write_atomic(&self.paths.candidate, text.as_bytes(), files::PRIVATE_MODE)
@@ -464,6 +565,8 @@ impl LoadBalancerDriver for HaproxyDriver {
         match outcome {
             Ok(()) => {
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                // The new process was built from the file: nothing is parked any more.
+                self.lingering.clear();
                 let _ = files::remove_if_exists(&self.paths.suspended);
                 self.persist_model(&next);
                 self.applied = Some(next);
@@ -601,6 +704,9 @@ impl LoadBalancerDriver for HaproxyDriver {
         }
         let running = self.process.is_running();
         self.stats.set_up(running);
+        if running && !self.lingering.is_empty() {
+            self.lingering = runtime::sweep(&self.socket, &self.lingering);
+        }
         let should_run = self.has_config() && !self.is_suspended();
         if should_run && !running && self.settings.mode == HaproxyMode::Managed {
             warn!(

@@ -3,6 +3,8 @@
 //! calls and checked again here (defence in depth behind the job parser). The model is what
 //! the renderer turns into text and what the driver persists as JSON to know what is live.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::{
@@ -72,6 +74,10 @@ pub struct LbConfig {
     pub timeouts: Timeouts,
     /// In the order the job gave them; ids are unique within the load balancer.
     pub nodes: Vec<Node>,
+    /// HTTP nodes whose stickiness cookie is HAProxy's dynamic one (derived from the
+    /// backend's key and the node's address): nodes added at run time, where HAProxy 2.6
+    /// refuses an explicit `cookie`. They keep that cookie across reloads.
+    pub dynamic_cookie: BTreeSet<NodeId>,
 }
 
 impl LbConfig {
@@ -154,6 +160,7 @@ impl Model {
             monitor: None,
             timeouts: Timeouts::default(),
             nodes: Vec::new(),
+            dynamic_cookie: BTreeSet::new(),
         };
         let at = self.lbs.partition_point(|o| o.prefix() < lb.prefix());
         self.lbs.insert(at, lb);
@@ -239,6 +246,36 @@ impl Model {
             })
     }
 
+    /// Marks nodes of `protocol` as using the dynamic cookie; ids not among its nodes are
+    /// ignored.
+    pub fn mark_dynamic_cookie<'a>(
+        &mut self,
+        protocol: Protocol,
+        ids: impl IntoIterator<Item = &'a NodeId>,
+    ) {
+        if let Ok(lb) = self.lb_mut(protocol) {
+            for id in ids {
+                if lb.nodes.iter().any(|n| &n.id == id) {
+                    lb.dynamic_cookie.insert(id.clone());
+                }
+            }
+        }
+    }
+
+    /// Keeps the dynamic-cookie marks of `live` for the nodes `self` still has, so a
+    /// client stuck to such a node stays stuck across the change.
+    pub fn inherit_dynamic_cookies(&mut self, live: &Model) {
+        for old in &live.lbs {
+            if let Ok(lb) = self.lb_mut(old.protocol) {
+                for id in &old.dynamic_cookie {
+                    if lb.nodes.iter().any(|n| &n.id == id) {
+                        lb.dynamic_cookie.insert(id.clone());
+                    }
+                }
+            }
+        }
+    }
+
     fn lb_mut(&mut self, protocol: Protocol) -> Result<&mut LbConfig, ModelError> {
         self.lbs
             .iter_mut()
@@ -281,6 +318,8 @@ struct StoredLb {
     connect_timeout_ms: u32,
     connect_retries: u32,
     nodes: Vec<StoredNode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dynamic_cookie: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -338,6 +377,11 @@ impl From<Model> for StoredModel {
                 server_timeout_ms: lb.timeouts.server_ms,
                 connect_timeout_ms: lb.timeouts.connect_ms,
                 connect_retries: lb.timeouts.retries,
+                dynamic_cookie: lb
+                    .dynamic_cookie
+                    .iter()
+                    .map(|id| id.as_str().to_string())
+                    .collect(),
                 nodes: lb
                     .nodes
                     .into_iter()
@@ -372,6 +416,7 @@ impl TryFrom<StoredModel> for Model {
             ModelError::Stored(format!("{what} '{}'", value.escape_debug()))
         };
         let mut lbs = Vec::with_capacity(stored.load_balancers.len());
+        let mut dynamic = Vec::new();
         for s in stored.load_balancers {
             let protocol =
                 Protocol::parse(&s.protocol).ok_or_else(|| bad("protocol", &s.protocol))?;
@@ -401,6 +446,12 @@ impl TryFrom<StoredModel> for Model {
                     backup: n.backup,
                 });
             }
+            for id in &s.dynamic_cookie {
+                dynamic.push((
+                    protocol,
+                    NodeId::parse(id).map_err(|e| ModelError::Stored(e.0))?,
+                ));
+            }
             lbs.push(LoadBalancer {
                 name: None,
                 protocol,
@@ -416,7 +467,11 @@ impl TryFrom<StoredModel> for Model {
                 },
             });
         }
-        Model::from_load_balancers(&lbs)
+        let mut model = Model::from_load_balancers(&lbs)?;
+        for (protocol, id) in &dynamic {
+            model.mark_dynamic_cookie(*protocol, [id]);
+        }
+        Ok(model)
     }
 }
 

@@ -50,6 +50,9 @@ pub struct RenderEnv {
     /// Owner (uid, gid) of the stats socket. In service mode HAProxy starts as root, and
     /// the unprivileged worker could not open a root-owned socket of mode 600.
     pub socket_owner: Option<(u32, u32)>,
+    /// Secret behind HTTP dynamic cookies (letters and digits); it must stay the same
+    /// across reloads for those cookies to keep their value.
+    pub cookie_key: String,
 }
 
 /// Why no configuration was produced.
@@ -71,7 +74,7 @@ pub fn render(model: &Model, env: &RenderEnv) -> Result<String, RenderError> {
     defaults(&mut out)?;
     for lb in model.load_balancers() {
         frontend(&mut out, lb, env.bind_address)?;
-        backend(&mut out, lb)?;
+        backend(&mut out, lb, &env.cookie_key)?;
     }
     Ok(out.text)
 }
@@ -150,7 +153,7 @@ fn frontend(out: &mut Out, lb: &LbConfig, bind: IpAddr) -> Result<(), RenderErro
     out.line(format!("default_backend {}", backend_name(lb.protocol)))
 }
 
-fn backend(out: &mut Out, lb: &LbConfig) -> Result<(), RenderError> {
+fn backend(out: &mut Out, lb: &LbConfig, cookie_key: &str) -> Result<(), RenderError> {
     out.blank();
     out.top(&format!("backend {}", backend_name(lb.protocol)))?;
     out.line(format!("mode {}", mode(lb.protocol)))?;
@@ -164,7 +167,13 @@ fn backend(out: &mut Out, lb: &LbConfig) -> Result<(), RenderError> {
     out.line(format!("retries {}", lb.timeouts.retries))?;
     match lb.protocol {
         Protocol::Http => {
-            out.line("cookie SERVERID insert indirect nocache".to_string())?;
+            // Nodes from the file carry `cookie id-<id>`; nodes added at run time get the
+            // dynamic cookie derived from this key and their address.
+            out.line("cookie SERVERID insert indirect nocache dynamic".to_string())?;
+            out.line(format!(
+                "dynamic-cookie-key {}",
+                word("cookie key", cookie_key)?
+            ))?;
             out.line("option forwardfor".to_string())?;
         }
         Protocol::Tcp => {
@@ -174,43 +183,52 @@ fn backend(out: &mut Out, lb: &LbConfig) -> Result<(), RenderError> {
         // No stickiness: clients must go back to the primary as soon as it is up again.
         Protocol::Galera => {}
     }
-    let check = match &lb.monitor {
-        Some(m) => {
-            if m.kind == MonitorType::Http {
-                out.line(format!(
-                    "option httpchk GET {}",
-                    word("monitor path", m.path.as_str())?
-                ))?;
-            }
-            out.line(format!("timeout check {}s", m.timeout))?;
-            // The same count takes a node out of rotation and brings it back.
-            format!(
-                "check inter {}s rise {} fall {}",
-                m.delay, m.attempts, m.attempts
-            )
+    if let Some(m) = &lb.monitor {
+        if m.kind == MonitorType::Http {
+            out.line(format!(
+                "option httpchk GET {}",
+                word("monitor path", m.path.as_str())?
+            ))?;
         }
-        None => format!("check inter {DEFAULT_CHECK_INTER_S}s"),
-    };
+        out.line(format!("timeout check {}s", m.timeout))?;
+    }
     for node in &lb.nodes {
         let name = server_name(&node.id);
         word("node id", &name)?;
-        let mut server = format!(
-            "server {name} {}:{} weight {}",
-            host(&node.address)?,
-            node.port,
-            node.weight
-        );
-        if node.backup {
-            server.push_str(" backup");
+        let mut server = format!("server {name} {}:{}", host(&node.address)?, node.port);
+        for option in server_options(lb, node) {
+            server.push(' ');
+            server.push_str(&option);
         }
-        if lb.protocol == Protocol::Http {
-            server.push_str(&format!(" cookie {name}"));
-        }
-        server.push(' ');
-        server.push_str(&check);
         out.line(server)?;
     }
     Ok(())
+}
+
+/// The words after `server <name> <addr>:<port>`: weight, backup, cookie, health check.
+/// The runtime API's `add server` takes the same words, minus the cookie.
+pub fn server_options(lb: &LbConfig, node: &Node) -> Vec<String> {
+    let mut words = vec![format!("weight {}", node.weight)];
+    if node.backup {
+        words.push("backup".to_string());
+    }
+    if lb.protocol == Protocol::Http && !lb.dynamic_cookie.contains(&node.id) {
+        words.push(format!("cookie {}", server_name(&node.id)));
+    }
+    words.push(check_options(lb));
+    words
+}
+
+/// The health-check words of every server of `lb`.
+pub fn check_options(lb: &LbConfig) -> String {
+    match &lb.monitor {
+        // The same count takes a node out of rotation and brings it back.
+        Some(m) => format!(
+            "check inter {}s rise {} fall {}",
+            m.delay, m.attempts, m.attempts
+        ),
+        None => format!("check inter {DEFAULT_CHECK_INTER_S}s"),
+    }
 }
 
 /// The frontend of `protocol`'s load balancer: `http-in` or `tcp-in` (GALERA is `tcp`).
@@ -398,6 +416,7 @@ mod tests {
             log,
             pid_file: service.then(|| dir.join("haproxy.pid")),
             socket_owner: service.then_some((65534, 65534)),
+            cookie_key: "k3yTest".to_string(),
         }
     }
 
@@ -493,6 +512,7 @@ mod tests {
             log: LogTarget::Stdout,
             pid_file: None,
             socket_owner: None,
+            cookie_key: "k3yTest".to_string(),
         };
         // Given in TCP-first order: the model sorts, so the text does not depend on it.
         let mut lbs = http_and_tcp();
@@ -533,7 +553,8 @@ backend http-servers
     timeout connect 30000ms
     timeout server 30000ms
     retries 3
-    cookie SERVERID insert indirect nocache
+    cookie SERVERID insert indirect nocache dynamic
+    dynamic-cookie-key k3yTest
     option forwardfor
     option httpchk GET /healthcheck
     timeout check 10s
@@ -570,6 +591,7 @@ backend tcp-servers
             log: LogTarget::Syslog("/dev/log".into()),
             pid_file: Some("/run/haproxy.pid".into()),
             socket_owner: Some((1000, 100)),
+            cookie_key: "k3yTest".to_string(),
         };
         let model = Model::from_load_balancers(&[lb(Protocol::Galera, 3306, vec![])]).unwrap();
         let text = render(&model, &env).unwrap();
@@ -604,6 +626,10 @@ backend tcp-servers
             },
             env_in(dir, LogTarget::Syslog("\"${HOME}\"".into()), false),
             env_in(dir, LogTarget::Syslog(String::new()), false),
+            RenderEnv {
+                cookie_key: "a b".into(),
+                ..env_in(dir, LogTarget::Stdout, false)
+            },
         ];
         for env in cases {
             match render(&model, &env) {
@@ -996,7 +1022,8 @@ backend tcp-servers
         r"    default_backend (http|tcp)-servers",
         r"    balance (roundrobin|leastconn)",
         r"    retries [0-9]+",
-        r"    cookie SERVERID insert indirect nocache",
+        r"    cookie SERVERID insert indirect nocache dynamic",
+        r"    dynamic-cookie-key [A-Za-z0-9]+",
         r"    stick-table type ip size 200k expire 30m",
         r"    stick on src",
         r"    option httpchk GET /[A-Za-z0-9._~!&()*+,;=:@/%?-]*",
