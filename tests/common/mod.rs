@@ -156,6 +156,9 @@ pub struct WorkerConfig {
     pub worker_extra: String,
     /// Extra TOML appended verbatim (other sections).
     pub extra: String,
+    /// Replaces the default `[haproxy]` section body (state_dir under the test directory,
+    /// loopback bind address).
+    pub haproxy: Option<String>,
 }
 
 impl WorkerConfig {
@@ -167,21 +170,27 @@ impl WorkerConfig {
             reconnect_sleep: 2,
             worker_extra: String::new(),
             extra: String::new(),
+            haproxy: None,
         }
     }
 
     pub fn toml(&self, dir: &Path) -> String {
         let servers: Vec<String> = self.servers.iter().map(|s| format!("\"{s}\"")).collect();
+        let haproxy = self.haproxy.clone().unwrap_or_else(|| {
+            format!(
+                "state_dir = \"{}\"\nbind_address = \"127.0.0.1\"\n",
+                dir.join("state").display()
+            )
+        });
         format!(
             "[gearman]\nservers = [{}]\nreconnect_sleep = {}\n\n[worker]\nfunction = \"{}\"\ndriver = \"{}\"\n{}\n\n\
-             [log]\nlevel = \"debug\"\n\n[haproxy]\nstate_dir = \"{}\"\nbind_address = \"127.0.0.1\"\n\n\
-             [metrics]\nlisten = \"\"\n\n{}",
+             [log]\nlevel = \"debug\"\n\n[haproxy]\n{}\n[metrics]\nlisten = \"\"\n\n{}",
             servers.join(", "),
             self.reconnect_sleep,
             self.function,
             self.driver,
             self.worker_extra,
-            dir.join("state").display(),
+            haproxy,
             self.extra
         )
     }

@@ -576,7 +576,13 @@ impl LoadBalancerDriver for HaproxyDriver {
             }
             Err(e) => {
                 self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                self.roll_back(had_previous, running);
+                // A command that hung told us nothing happened; running it again would
+                // only hang again while the next jobs wait.
+                let hung = matches!(
+                    e,
+                    process::ProcessError::ServiceCommand(command::CommandError::TimedOut { .. })
+                );
+                self.roll_back(had_previous, running && !hung);
                 Err(failed(format!(
                     "HAProxy refused the new configuration: {e}"
                 )))
