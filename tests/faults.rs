@@ -376,3 +376,114 @@ fn worker_killed_mid_update_fifty_times() {
     let m = submit(&g.addr(), w.function(), &json!({"hpcs_action": "METRICS"}));
     assert!(passed(&m), "{m}");
 }
+
+/// A small filesystem of its own for the state directory (needs root to mount; the test
+/// says so and passes vacuously elsewhere, since the worker itself never needs root).
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs { dir })
+    }
+
+    fn remount(&self, opt: &str) -> bool {
+        std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(self.dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_or_read_only_state_directory_fails_the_update_and_keeps_serving() {
+    let Some(fs) = SmallFs::mount("2m") else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let g = Gearmand::start();
+    let logs = tempfile::tempdir().unwrap();
+    let state = fs.dir.path().join("state");
+    let w = haproxy_worker(&g, |cfg| {
+        cfg.haproxy = Some(format!(
+            "state_dir = \"{}\"\nbind_address = \"127.0.0.1\"\nlogfile = \"{}/haproxy.log\"\n",
+            state.display(),
+            logs.path().display()
+        ));
+    });
+    let b = Backend::http("b");
+    let port = free_port();
+    assert!(passed(&submit(
+        &g.addr(),
+        w.function(),
+        &http_update(port, &[&b])
+    )));
+    let live = std::fs::read(state.join("haproxy.cfg")).unwrap();
+
+    // Disk full.
+    let filler = fs.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let v = submit(&g.addr(), w.function(), &http_update(free_port(), &[&b]));
+    assert_eq!(v["hpcs_response"], "FAIL", "{v}");
+    assert!(
+        answer_error(&v).contains("No space left"),
+        "the reason: {v}"
+    );
+    assert_eq!(
+        std::fs::read(state.join("haproxy.cfg")).unwrap(),
+        live,
+        "old config in place"
+    );
+    assert_eq!(http_get(port, None).unwrap().1, "b", "old config serving");
+    std::fs::remove_file(&filler).unwrap();
+
+    // Read-only.
+    if fs.remount("ro") {
+        let v = submit(&g.addr(), w.function(), &http_update(free_port(), &[&b]));
+        assert_eq!(v["hpcs_response"], "FAIL", "{v}");
+        assert!(answer_error(&v).contains("Read-only"), "the reason: {v}");
+        assert_eq!(http_get(port, None).unwrap().1, "b", "old config serving");
+        assert!(fs.remount("rw"));
+    } else {
+        eprintln!("SKIPPED the read-only half: remount refused");
+    }
+    let port2 = free_port();
+    assert!(
+        passed(&submit(&g.addr(), w.function(), &http_update(port2, &[&b]))),
+        "{}",
+        w.log()
+    );
+    assert_eq!(http_get(port2, None).unwrap().1, "b");
+    drop(w);
+}
