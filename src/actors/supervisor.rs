@@ -112,6 +112,7 @@ impl Supervisor {
             connections.push(actix::Supervisor::start(move |_| actor));
             statuses.push(status);
         }
+        telemetry.set_connections(statuses.clone());
         Supervisor {
             connections,
             statuses,

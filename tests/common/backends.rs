@@ -189,3 +189,25 @@ pub fn http_get(port: u16, cookie: Option<&str>) -> std::io::Result<(u16, String
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Ok((status, body, set_cookie))
 }
+
+/// One HTTP GET of `path` on a loopback port; returns (status, body).
+pub fn http_get_path(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

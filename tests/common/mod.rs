@@ -159,6 +159,8 @@ pub struct WorkerConfig {
     /// Replaces the default `[haproxy]` section body (state_dir under the test directory,
     /// loopback bind address).
     pub haproxy: Option<String>,
+    /// `[metrics] listen`; empty (disabled) by default.
+    pub metrics_listen: String,
 }
 
 impl WorkerConfig {
@@ -171,6 +173,7 @@ impl WorkerConfig {
             worker_extra: String::new(),
             extra: String::new(),
             haproxy: None,
+            metrics_listen: String::new(),
         }
     }
 
@@ -184,13 +187,14 @@ impl WorkerConfig {
         });
         format!(
             "[gearman]\nservers = [{}]\nreconnect_sleep = {}\n\n[worker]\nfunction = \"{}\"\ndriver = \"{}\"\n{}\n\n\
-             [log]\nlevel = \"debug\"\n\n[haproxy]\n{}\n[metrics]\nlisten = \"\"\n\n{}",
+             [log]\nlevel = \"debug\"\n\n[haproxy]\n{}\n[metrics]\nlisten = \"{}\"\n\n{}",
             servers.join(", "),
             self.reconnect_sleep,
             self.function,
             self.driver,
             self.worker_extra,
             haproxy,
+            self.metrics_listen,
             self.extra
         )
     }
