@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use slog::{debug, info, warn, Logger};
+use slog::{debug, info, warn, Drain, Logger};
 use tokio::sync::oneshot;
 
 use super::driver::Execute;
@@ -192,12 +192,18 @@ impl ControllerActor {
         let req = match request::parse(&job.body, &self.config.limits) {
             Ok(req) => req,
             Err(rejected) => {
-                debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
+                if log.is_debug_enabled() {
+                    debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
+                }
                 return ready(rejected.action, rejected.answer);
             }
         };
         let action = req.action;
-        debug!(log, "job"; "action" => action.as_str(), "request" => %masked(&Value::Object(req.body.clone())));
+        // slog evaluates a line's values before the level check: build the masked copy
+        // (a deep clone, as costly as parsing the job) only when the line is written.
+        if log.is_debug_enabled() {
+            debug!(log, "job"; "action" => action.as_str(), "request" => %masked(&Value::Object(req.body.clone())));
+        }
         let mut msg = req.body;
         let command = match action {
             Action::Discover => {
@@ -316,7 +322,9 @@ fn finish(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    debug!(log, "answer"; "response" => %masked(&answer));
+    if log.is_debug_enabled() {
+        debug!(log, "answer"; "response" => %masked(&answer));
+    }
     info!(log, "job done";
         "action" => action.map(|a| a.as_str()).unwrap_or("-"),
         "result" => if passed { response::PASS } else { response::FAIL },
