@@ -65,8 +65,9 @@ pub struct ConnectionActor {
     in_hand: usize,
     /// GRAB_JOB_UNIQs sent and not answered yet.
     grabs_out: usize,
-    /// The last grab brought a job: the queue has work, so grab for every free slot.
-    queue_busy: bool,
+    /// How many grabs may be in flight: 1 while the queue looks empty, doubled (up to
+    /// `prefetch`) by every grab that brings a job, back to 1 on NO_JOB.
+    grab_window: usize,
     healthy: bool,
     failed: bool,
     last_rx: Instant,
@@ -97,7 +98,7 @@ impl ConnectionActor {
             writer: None,
             in_hand: 0,
             grabs_out: 0,
-            queue_busy: false,
+            grab_window: 1,
             healthy: false,
             failed: false,
             last_rx: Instant::now(),
@@ -109,7 +110,7 @@ impl ConnectionActor {
         self.writer = None;
         self.in_hand = 0;
         self.grabs_out = 0;
-        self.queue_busy = false;
+        self.grab_window = 1;
         self.healthy = false;
         self.failed = false;
         self.last_rx = Instant::now();
@@ -138,20 +139,17 @@ impl ConnectionActor {
         debug!(self.log, "registered"; "function" => String::from_utf8_lossy(&self.config.function).into_owned());
     }
 
-    /// Asks for jobs while there is room: one grab at a time while the queue looks
-    /// empty, and one per free slot once the last grab brought a job, so that a busy
-    /// queue is taken in batches (one write of grabs, one read of assignments).
+    /// Asks for jobs while there is room, with up to `grab_window` grabs in flight, so
+    /// that a busy queue is taken in batches (one write of grabs, one read of
+    /// assignments) while an empty one costs a single NO_JOB per wake-up.
     fn grab(&mut self, _ctx: &mut Context<Self>) {
         if self.draining || self.writer.is_none() {
             return;
         }
-        let in_flight = if self.queue_busy {
-            self.config.prefetch
-        } else {
-            1
-        };
         let mut sent = false;
-        while self.grabs_out < in_flight && self.in_hand + self.grabs_out < self.config.prefetch {
+        while self.grabs_out < self.grab_window
+            && self.in_hand + self.grabs_out < self.config.prefetch
+        {
             self.grabs_out += 1;
             self.send(Packet::GrabJobUniq);
             sent = true;
@@ -254,7 +252,7 @@ impl ConnectionActor {
         // job server hands them to another worker.
         self.in_hand = 0;
         self.grabs_out = 0;
-        self.queue_busy = false;
+        self.grab_window = 1;
         self.notify_drained();
         ctx.run_later(delay, |_, ctx| ctx.stop());
     }
@@ -342,7 +340,7 @@ impl ConnectionActor {
         match packet {
             Packet::NoJob => {
                 self.grabs_out = self.grabs_out.saturating_sub(1);
-                self.queue_busy = false;
+                self.grab_window = 1;
                 self.became_healthy();
                 // Sleep once every grab in flight is answered: a later one may bring a job.
                 if !self.draining && self.grabs_out == 0 {
@@ -356,7 +354,7 @@ impl ConnectionActor {
             Packet::Noop => self.grab(ctx),
             Packet::JobAssignUniq { handle, data, .. } | Packet::JobAssign { handle, data, .. } => {
                 self.grabs_out = self.grabs_out.saturating_sub(1);
-                self.queue_busy = true;
+                self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
                 self.became_healthy();
                 self.job(handle, data, ctx);
             }
@@ -441,7 +439,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_busy_queue_is_grabbed_for_every_free_slot() {
+    async fn grabs_in_flight_double_while_the_queue_is_busy() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let config = ConnectionConfig {
@@ -455,7 +453,7 @@ mod tests {
             tls: None,
             keepalive: None,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
-            prefetch: 3,
+            prefetch: 4,
         };
         let actor = ConnectionActor::new(
             config,
@@ -473,31 +471,39 @@ mod tests {
             Packet::SetClientId { .. }
         ));
         assert!(matches!(next(&mut server).await, Packet::CanDo { .. }));
-        // The queue may be empty: one grab.
-        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
-        server
-            .send(Packet::JobAssignUniq {
-                handle: b("H:1"),
-                function: b("f"),
-                unique: b(""),
-                data: b("{}"),
-            })
-            .await
-            .unwrap();
-        // It brought a job: every slot (3) gets a grab, and the job its answer.
-        let (mut grabs, mut completed) = (0, false);
-        while grabs < 3 || !completed {
-            match next(&mut server).await {
-                Packet::GrabJobUniq => grabs += 1,
-                Packet::WorkComplete { handle, .. } => {
-                    assert_eq!(handle, b("H:1"));
-                    completed = true;
+        let assign = |h: &'static str| Packet::JobAssignUniq {
+            handle: b(h),
+            function: b("f"),
+            unique: b(""),
+            data: b("{}"),
+        };
+        // Reads until `grabs` grabs and the answers to `jobs` have arrived, in any order.
+        async fn expect(
+            server: &mut Framed<TcpStream, GearmanCodec>,
+            mut grabs: usize,
+            mut jobs: Vec<Bytes>,
+        ) {
+            while grabs > 0 || !jobs.is_empty() {
+                match next(server).await {
+                    Packet::GrabJobUniq if grabs > 0 => grabs -= 1,
+                    Packet::WorkComplete { handle, .. } if jobs.contains(&handle) => {
+                        jobs.retain(|h| *h != handle)
+                    }
+                    other => panic!("unexpected {other:?}"),
                 }
-                other => panic!("unexpected {other:?}"),
             }
         }
+        // The queue may be empty: one grab.
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        // It brought a job: two grabs in flight.
+        server.send(assign("H:1")).await.unwrap();
+        expect(&mut server, 2, vec![b("H:1")]).await;
+        // Both brought jobs: four in flight (the prefetch), refilled as jobs are answered.
+        server.feed(assign("H:2")).await.unwrap();
+        server.send(assign("H:3")).await.unwrap();
+        expect(&mut server, 4, vec![b("H:2"), b("H:3")]).await;
         // Sleep only once every grab in flight is answered.
-        for _ in 0..3 {
+        for _ in 0..4 {
             server.feed(Packet::NoJob).await.unwrap();
         }
         server.flush().await.unwrap();
