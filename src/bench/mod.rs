@@ -60,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Suite: repetitions of every measurement (the median run is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub reps: usize,
     /// Suite: scale every job count by this factor (0.2 for a quick look).
     #[arg(long, default_value_t = 1.0)]

@@ -22,9 +22,9 @@ use crate::gearman::client::{Client, JobOutcome};
 /// gearmand I/O threads unless `--gearmand-threads` says otherwise.
 pub const DEFAULT_GEARMAND_THREADS: u32 = 1;
 /// Measured jobs of a window-1 run (before `--scale`).
-pub const JOBS_WINDOW_1: u64 = 5_000;
+pub const JOBS_WINDOW_1: u64 = 4_000;
 /// Measured jobs of a window-64 run (before `--scale`).
-pub const JOBS_WINDOW_64: u64 = 30_000;
+pub const JOBS_WINDOW_64: u64 = 20_000;
 /// Bound on one run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on a single setup or probe job.
@@ -511,13 +511,18 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
                 problem,
             }
         })?;
-        notes.push(format!(
-            "STATS worker set up with {}: {}",
-            setup.display(),
+        let field = |name: &str| {
             answer
-                .get("hpcs_response")
+                .get(name)
                 .and_then(|v| v.as_str())
-                .unwrap_or("no hpcs_response")
+                .unwrap_or("")
+                .to_string()
+        };
+        notes.push(format!(
+            "STATS worker set up with {}: {} {}",
+            setup.display(),
+            field("hpcs_response"),
+            field("hpcs_error")
         ));
     }
     let probe = one_job(&addr, stats_function, stats_body.clone()).map_err(|problem| {
@@ -528,14 +533,21 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     })?;
     let stats_ok = load::answer_passed(probe.to_string().as_bytes());
     if !stats_ok {
-        notes.push(format!(
-            "STATS rows for our worker skipped: it answered STATS with FAIL (\"{}\"). Run with \
-             --stats-config <a HAProxy-driver worker config> [--stats-setup <UPDATE job>] to measure them.",
-            probe
-                .get("hpcs_error")
-                .and_then(|v| v.as_str())
-                .unwrap_or("no hpcs_error")
-        ));
+        let error = probe
+            .get("hpcs_error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("no hpcs_error");
+        notes.push(match &args.stats_config {
+            Some(config) => format!(
+                "STATS rows for our worker skipped: the worker of {} answered STATS with FAIL (\"{error}\").",
+                config.display()
+            ),
+            None => format!(
+                "STATS rows for our worker skipped: the null-driver worker answers STATS with FAIL \
+                 (\"{error}\"). Run with --stats-config <a HAProxy-driver worker config> \
+                 [--stats-setup <an UPDATE job>] to measure them."
+            ),
+        });
     }
 
     eprintln!("main table: C worker vs libra-worker");
@@ -868,45 +880,54 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let pf4 = s.start_ours(&pf_variants[1])?;
     let pf16 = s.start_ours(&pf_variants[2])?;
     let pids = [main.pid(), pf4.pid(), pf16.pid()];
-    let cases: Vec<Case> = pf_variants
-        .iter()
-        .zip(pids)
-        .map(|(v, pid)| Case {
-            label: format!("prefetch {}, window 64", v.prefetch),
-            function: v.function,
-            workers: vec![pid],
-            body: &discover,
-            window: 64,
-            connections: 1,
-            jobs: s.jobs_for(64),
-            expect: Expect::Pass,
-        })
-        .collect();
+    let mut cases = Vec::new();
+    for window in [1usize, 64] {
+        for (v, pid) in pf_variants.iter().zip(pids) {
+            cases.push(Case {
+                label: format!("prefetch {}, window {window}", v.prefetch),
+                function: v.function,
+                workers: vec![pid],
+                body: &discover,
+                window,
+                connections: 1,
+                jobs: s.jobs_for(window),
+                expect: Expect::Pass,
+            });
+        }
+    }
     let pf_runs = s.measure(&cases)?;
     let pf_peak = procfs::memory(pf16.pid())?;
     drop(pf4);
     drop(pf16);
+    let _ = writeln!(md, "### Prefetch depth (`gearman.prefetch`; DISCOVER)\n");
     let _ = writeln!(
         md,
-        "### Prefetch depth (`gearman.prefetch`; DISCOVER, window 64)\n"
+        "| window | prefetch | jobs/s | vs C worker | p50 | p99 | CPU/job: worker | gearmand | generator | generator % of one core |"
     );
-    let _ = writeln!(
-        md,
-        "| prefetch | jobs/s | vs C worker | p50 | p99 | worker CPU/job | gearmand CPU/job |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
-    let c_rate = c64.as_ref().map_or(0.0, Measure::rate);
-    for (v, m) in pf_variants.iter().zip(&pf_runs) {
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for m in &pf_runs {
+        let c = find(
+            &main_runs,
+            &format!("C worker, window {}, DISCOVER", m.window),
+        );
+        let prefetch = m
+            .label
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("prefetch ");
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.1} us | {:.1} us |",
-            v.prefetch,
+            "| {} | {prefetch} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.1} us | {:.1} us | {:.1} us | {:.0}% |",
+            m.window,
             m.rate(),
-            ratio(m.rate(), c_rate),
+            ratio(m.rate(), c.as_ref().map_or(0.0, Measure::rate)),
             m.p50(),
             m.p99(),
             m.worker_us_per_job,
-            m.gearmand_us_per_job
+            m.gearmand_us_per_job,
+            m.load.generator_us_per_job(),
+            m.load.generator_core_percent()
         );
     }
     let _ = writeln!(md);
