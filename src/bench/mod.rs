@@ -4,6 +4,23 @@
 //! Hand-written because the Gearman load tools that exist submit one job at a time per
 //! connection and would be the ceiling of the measurement.
 
+/// Writes a line to standard output. A reader that went away (`| head`) is no reason to
+/// panic, so write errors are ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// As `out!`, to standard error (progress and errors).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod load;
 pub mod procfs;
 pub mod procs;
@@ -91,7 +108,7 @@ pub fn main(args: BenchArgs) -> i32 {
         (Some(path), _) => match std::fs::read(path) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
-                eprintln!("libra-worker: cannot read {}: {e}", path.display());
+                note!("libra-worker: cannot read {}: {e}", path.display());
                 return 2;
             }
         },
@@ -99,12 +116,12 @@ pub fn main(args: BenchArgs) -> i32 {
             Bytes::from(serde_json::json!({ "hpcs_action": action }).to_string())
         }
         (None, None) => {
-            eprintln!("libra-worker: give --action or --file");
+            note!("libra-worker: give --action or --file");
             return 2;
         }
     };
     let (Some(server), Some(function)) = (args.server.clone(), args.function.clone()) else {
-        eprintln!("libra-worker: give --server and --function");
+        note!("libra-worker: give --server and --function");
         return 2;
     };
     let spec = LoadSpec {
@@ -120,9 +137,9 @@ pub fn main(args: BenchArgs) -> i32 {
     match load::run(&spec) {
         Ok(report) => {
             if args.json {
-                println!("{}", report.to_json(&spec));
+                out!("{}", report.to_json(&spec));
             } else {
-                println!("{}", report.to_text(&spec));
+                out!("{}", report.to_text(&spec));
             }
             if report.outcomes.failures(args.expect) > 0 {
                 1
@@ -131,7 +148,7 @@ pub fn main(args: BenchArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("libra-worker: {e}");
+            note!("libra-worker: {e}");
             1
         }
     }

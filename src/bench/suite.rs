@@ -92,20 +92,20 @@ pub fn main(args: &BenchArgs) -> i32 {
     let mut dir = match TempDir::create() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("libra-worker: {e}");
+            note!("libra-worker: {e}");
             return 1;
         }
     };
     let result = run(args, &dir.path);
     match result {
         Ok(report) => {
-            print!("{}", report.markdown);
+            out!("{}", report.markdown.trim_end());
             if args.json {
-                println!("{}", report.json);
+                out!("{}", report.json);
             }
             if let Some(out) = &args.out {
                 if let Err(e) = std::fs::write(out, &report.markdown) {
-                    eprintln!("libra-worker: cannot write {}: {e}", out.display());
+                    note!("libra-worker: cannot write {}: {e}", out.display());
                     return 1;
                 }
             }
@@ -113,8 +113,8 @@ pub fn main(args: &BenchArgs) -> i32 {
         }
         Err(e) => {
             dir.keep = true;
-            eprintln!("libra-worker: bench suite: {e}");
-            eprintln!("libra-worker: logs kept in {}", dir.path.display());
+            note!("libra-worker: bench suite: {e}");
+            note!("libra-worker: logs kept in {}", dir.path.display());
             1
         }
     }
@@ -342,7 +342,7 @@ impl Suite<'_> {
         for rep in 0..reps {
             for (case, out) in cases.iter().zip(runs.iter_mut()) {
                 let m = self.measure_once(case)?;
-                eprintln!(
+                note!(
                     "  [{}/{}] {:<40} {:>8.0} jobs/s  p50 {:>7.1} us  p99 {:>7.1} us",
                     rep + 1,
                     reps,
@@ -476,7 +476,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let mut notes: Vec<String> = Vec::new();
     let mut md = String::new();
     let machine = machine();
-    eprintln!(
+    note!(
         "bench suite: gearmand at {addr} (--threads={}), work in {}",
         args.gearmand_threads,
         dir.display()
@@ -550,7 +550,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
         });
     }
 
-    eprintln!("main table: C worker vs libra-worker");
+    note!("main table: C worker vs libra-worker");
     let mut main_cases = Vec::new();
     for window in [1usize, 64] {
         for (action, body) in [("DISCOVER", &discover), ("STATS", &stats_body)] {
@@ -720,7 +720,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let _ = writeln!(md);
 
     // Generator capacity: many C workers, many connections.
-    eprintln!("generator capacity: 4 C workers, 4 connections, window 256");
+    note!("generator capacity: 4 C workers, 4 connections, window 256");
     let c4 = s.start_c_workers("cworker4", 4)?;
     let cap_case = Case {
         label: "generator vs 4 C workers, 4 connections, window 256".to_string(),
@@ -737,7 +737,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     drop(c_workers);
 
     // Log level: warning (the table above) against the default, info.
-    eprintln!("log level: warning vs info");
+    note!("log level: warning vs info");
     let info_variant = Variant {
         function: "lbw-info",
         level: "info",
@@ -791,7 +791,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let _ = writeln!(md);
 
     // Metrics endpoint on (the table above) and off.
-    eprintln!("metrics endpoint: on vs off");
+    note!("metrics endpoint: on vs off");
     let off_variant = Variant {
         function: "lbw-nometrics",
         metrics: false,
@@ -845,7 +845,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let _ = writeln!(md);
 
     // Prefetch depth.
-    eprintln!("prefetch: 1 vs 4 vs 16");
+    note!("prefetch: 1 vs 4 vs 16");
     let pf_variants = [
         MAIN,
         Variant {
