@@ -588,8 +588,6 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
         }
     }
     let main_runs = s.measure(&main_cases, args.reps)?;
-    // The other sections compare our own variants: fewer repetitions keep the run short.
-    let side_reps = args.reps.div_ceil(2);
     let loaded_ours = procfs::memory(main.pid())?;
     let loaded_c = procfs::memory(c_pid)?;
     drop(stats_worker);
@@ -732,7 +730,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
         jobs: s.jobs_for(64),
         expect: Expect::Any,
     };
-    let cap = s.measure(std::slice::from_ref(&cap_case), side_reps)?;
+    let cap = s.measure(std::slice::from_ref(&cap_case), args.reps)?;
     drop(c4);
     drop(c_workers);
 
@@ -759,7 +757,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
             });
         }
     }
-    let log_runs = s.measure(&cases, side_reps)?;
+    let log_runs = s.measure(&cases, args.reps)?;
     drop(info);
     let _ = writeln!(
         md,
@@ -813,7 +811,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
             });
         }
     }
-    let metric_runs = s.measure(&cases, side_reps)?;
+    let metric_runs = s.measure(&cases, args.reps)?;
     drop(off);
     let _ = writeln!(
         md,
@@ -877,7 +875,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
             });
         }
     }
-    let pf_runs = s.measure(&cases, side_reps)?;
+    let pf_runs = s.measure(&cases, args.reps)?;
     let pf_peak = procfs::memory(pf16.pid())?;
     drop(pf4);
     drop(pf16);
