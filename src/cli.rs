@@ -58,6 +58,9 @@ pub enum Cmd {
         #[arg(required_unless_present_any = ["file", "json"])]
         action: Option<String>,
     },
+    /// Load-generate through a job server (jobs/s, exact p50/p99, failures), or run the
+    /// whole comparison against the C worker with --suite.
+    Bench(crate::bench::BenchArgs),
     /// Control the HAProxy that the worker manages.
     Haproxy {
         #[command(subcommand)]
@@ -128,6 +131,7 @@ pub fn main() -> i32 {
                 compact,
             )
         }
+        Cmd::Bench(args) => crate::bench::main(args),
         Cmd::Haproxy {
             command: HaproxyCmd::Stop { config },
         } => match Settings::load(&config) {

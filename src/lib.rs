@@ -8,9 +8,11 @@
 //! - `jobs`: the JSON messages of the contract, one module per action.
 //! - `actors`: supervisor, connection, controller and driver actors.
 //! - `drivers`: the driver trait; `drivers::haproxy` is the real appliance.
-//! - `worker`, `cli`: wiring and the command line.
+//! - `worker`, `cli`: wiring and the command line; `bench`: the load generator and the
+//!   benchmark suite behind `libra-worker bench`.
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod drivers;

@@ -36,11 +36,13 @@ pub fn build(settings: &LogSettings) -> std::io::Result<(Logger, slog_async::Asy
         }
         LogFormat::Json => Box::new(slog_json::Json::new(sink).add_default_keys().build().fuse()),
     };
-    let drain = drain.filter_level(settings.level).fuse();
     let (drain, guard) = slog_async::Async::new(drain)
         .chan_size(4096)
         .build_with_guard();
-    Ok((Logger::root(drain.fuse(), o!()), guard))
+    // The level filter sits in front of the async channel: a record below the level is
+    // dropped in the caller's thread instead of being serialized, sent and woken for.
+    let drain = drain.filter_level(settings.level).fuse();
+    Ok((Logger::root(drain, o!()), guard))
 }
 
 /// A logger that drops everything (tests, tools).

@@ -63,7 +63,11 @@ pub struct ConnectionActor {
     // Per-connection state, reset on every (re)start.
     writer: Option<Writer>,
     in_hand: usize,
-    grab_outstanding: bool,
+    /// GRAB_JOB_UNIQs sent and not answered yet.
+    grabs_out: usize,
+    /// How many grabs may be in flight: 1 while the queue looks empty, doubled (up to
+    /// `prefetch`) by every grab that brings a job, back to 1 on NO_JOB.
+    grab_window: usize,
     healthy: bool,
     failed: bool,
     last_rx: Instant,
@@ -93,7 +97,8 @@ impl ConnectionActor {
             drain_waiters: Vec::new(),
             writer: None,
             in_hand: 0,
-            grab_outstanding: false,
+            grabs_out: 0,
+            grab_window: 1,
             healthy: false,
             failed: false,
             last_rx: Instant::now(),
@@ -104,7 +109,8 @@ impl ConnectionActor {
     fn reset(&mut self) {
         self.writer = None;
         self.in_hand = 0;
-        self.grab_outstanding = false;
+        self.grabs_out = 0;
+        self.grab_window = 1;
         self.healthy = false;
         self.failed = false;
         self.last_rx = Instant::now();
@@ -133,18 +139,22 @@ impl ConnectionActor {
         debug!(self.log, "registered"; "function" => String::from_utf8_lossy(&self.config.function).into_owned());
     }
 
-    /// Asks for a job when there is room for one and no grab is already out.
+    /// Asks for jobs while there is room, with up to `grab_window` grabs in flight, so
+    /// that a busy queue is taken in batches (one write of grabs, one read of
+    /// assignments) while an empty one costs a single NO_JOB per wake-up.
     fn grab(&mut self, _ctx: &mut Context<Self>) {
-        if self.draining
-            || self.grab_outstanding
-            || self.in_hand >= self.config.prefetch
-            || self.writer.is_none()
-        {
+        if self.draining || self.writer.is_none() {
             return;
         }
-        self.grab_outstanding = true;
-        self.send(Packet::GrabJobUniq);
-        if self.in_hand == 0 {
+        let mut sent = false;
+        while self.grabs_out < self.grab_window
+            && self.in_hand + self.grabs_out < self.config.prefetch
+        {
+            self.grabs_out += 1;
+            self.send(Packet::GrabJobUniq);
+            sent = true;
+        }
+        if sent && self.in_hand == 0 {
             self.status.set_state(ConnState::Grabbing);
         }
     }
@@ -202,14 +212,14 @@ impl ConnectionActor {
         }
         // Same handler, same write buffer: WORK_COMPLETE and the grab leave in one write.
         self.grab(ctx);
-        if self.in_hand == 0 && !self.grab_outstanding {
+        if self.in_hand == 0 && self.grabs_out == 0 {
             self.status.set_state(ConnState::Sleeping);
         }
         self.notify_drained();
     }
 
     fn notify_drained(&mut self) {
-        if self.draining && self.in_hand == 0 && !self.grab_outstanding {
+        if self.draining && self.in_hand == 0 && self.grabs_out == 0 {
             for w in self.drain_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -241,7 +251,8 @@ impl ConnectionActor {
         // Jobs in hand are abandoned: their handles belong to this connection, and the
         // job server hands them to another worker.
         self.in_hand = 0;
-        self.grab_outstanding = false;
+        self.grabs_out = 0;
+        self.grab_window = 1;
         self.notify_drained();
         ctx.run_later(delay, |_, ctx| ctx.stop());
     }
@@ -328,9 +339,11 @@ impl ConnectionActor {
         self.ping_outstanding = false;
         match packet {
             Packet::NoJob => {
-                self.grab_outstanding = false;
+                self.grabs_out = self.grabs_out.saturating_sub(1);
+                self.grab_window = 1;
                 self.became_healthy();
-                if !self.draining {
+                // Sleep once every grab in flight is answered: a later one may bring a job.
+                if !self.draining && self.grabs_out == 0 {
                     self.send(Packet::PreSleep);
                 }
                 if self.in_hand == 0 {
@@ -340,7 +353,8 @@ impl ConnectionActor {
             }
             Packet::Noop => self.grab(ctx),
             Packet::JobAssignUniq { handle, data, .. } | Packet::JobAssign { handle, data, .. } => {
-                self.grab_outstanding = false;
+                self.grabs_out = self.grabs_out.saturating_sub(1);
+                self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
                 self.became_healthy();
                 self.job(handle, data, ctx);
             }
@@ -383,5 +397,123 @@ impl Handler<Drain> for ConnectionActor {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerAddr;
+    use crate::gearman::DEFAULT_MAX_PACKET_BYTES;
+    use futures::{SinkExt, StreamExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::codec::Framed;
+
+    /// Answers every job at once.
+    struct AnswerAtOnce;
+
+    impl Actor for AnswerAtOnce {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Job> for AnswerAtOnce {
+        type Result = MessageResult<Job>;
+
+        fn handle(&mut self, _job: Job, _ctx: &mut Context<Self>) -> Self::Result {
+            MessageResult(JobAnswer {
+                body: b"{}".to_vec(),
+                action: None,
+                passed: true,
+            })
+        }
+    }
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    async fn next(server: &mut Framed<TcpStream, GearmanCodec>) -> Packet {
+        tokio::time::timeout(Duration::from_secs(10), server.next())
+            .await
+            .expect("a packet within 10 s")
+            .expect("connection open")
+            .expect("valid packet")
+    }
+
+    #[actix_rt::test]
+    async fn grabs_in_flight_double_while_the_queue_is_busy() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = ConnectionConfig {
+            server: ServerAddr {
+                host: "127.0.0.1".to_string(),
+                port,
+                tls: false,
+            },
+            function: b("f"),
+            client_id: b("test"),
+            tls: None,
+            keepalive: None,
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            prefetch: 4,
+        };
+        let actor = ConnectionActor::new(
+            config,
+            AnswerAtOnce.start().recipient(),
+            Arc::new(Telemetry::default()),
+            Backoff::new(Duration::from_secs(1)),
+            Arc::new(ConnectionStatus::new("test".to_string())),
+            &crate::logging::discard(),
+        );
+        let _conn = actor.start();
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut server = Framed::new(sock, GearmanCodec::server(DEFAULT_MAX_PACKET_BYTES));
+        assert!(matches!(
+            next(&mut server).await,
+            Packet::SetClientId { .. }
+        ));
+        assert!(matches!(next(&mut server).await, Packet::CanDo { .. }));
+        let assign = |h: &'static str| Packet::JobAssignUniq {
+            handle: b(h),
+            function: b("f"),
+            unique: b(""),
+            data: b("{}"),
+        };
+        // Reads until `grabs` grabs and the answers to `jobs` have arrived, in any order.
+        async fn expect(
+            server: &mut Framed<TcpStream, GearmanCodec>,
+            mut grabs: usize,
+            mut jobs: Vec<Bytes>,
+        ) {
+            while grabs > 0 || !jobs.is_empty() {
+                match next(server).await {
+                    Packet::GrabJobUniq if grabs > 0 => grabs -= 1,
+                    Packet::WorkComplete { handle, .. } if jobs.contains(&handle) => {
+                        jobs.retain(|h| *h != handle)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        // The queue may be empty: one grab.
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        // It brought a job: two grabs in flight.
+        server.send(assign("H:1")).await.unwrap();
+        expect(&mut server, 2, vec![b("H:1")]).await;
+        // Both brought jobs: four in flight (the prefetch), refilled as jobs are answered.
+        server.feed(assign("H:2")).await.unwrap();
+        server.send(assign("H:3")).await.unwrap();
+        expect(&mut server, 4, vec![b("H:2"), b("H:3")]).await;
+        // Sleep only once every grab in flight is answered.
+        for _ in 0..4 {
+            server.feed(Packet::NoJob).await.unwrap();
+        }
+        server.flush().await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::PreSleep);
+        // Woken with an empty queue behind it: one grab again, then sleep.
+        server.send(Packet::Noop).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        server.send(Packet::NoJob).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::PreSleep);
     }
 }

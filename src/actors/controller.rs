@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use slog::{debug, info, warn, Logger};
+use slog::{debug, info, warn, Drain, Logger};
 use tokio::sync::oneshot;
 
 use super::driver::Execute;
@@ -180,9 +180,12 @@ impl ControllerActor {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<JobAnswer> {
         let t = self.telemetry.clone();
+        // Values a line shows, not copied per job: the handle is turned into text only
+        // when a line is written.
+        let handle = job.handle.clone();
         let log = self.log.new(slog::o!(
-            "server" => job.server.to_string(),
-            "handle" => String::from_utf8_lossy(&job.handle).into_owned(),
+            "server" => job.server.clone(),
+            "handle" => slog::FnValue(move |_| String::from_utf8_lossy(&handle).into_owned()),
         ));
         let ready = |action: Option<Action>, answer: Value| -> ResponseFuture<JobAnswer> {
             Box::pin(futures::future::ready(finish(
@@ -192,12 +195,18 @@ impl ControllerActor {
         let req = match request::parse(&job.body, &self.config.limits) {
             Ok(req) => req,
             Err(rejected) => {
-                debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
+                if log.is_debug_enabled() {
+                    debug!(log, "job refused"; "body" => crate::logging::masked_text(&job.body));
+                }
                 return ready(rejected.action, rejected.answer);
             }
         };
         let action = req.action;
-        debug!(log, "job"; "action" => action.as_str(), "request" => %masked(&Value::Object(req.body.clone())));
+        // slog evaluates a line's values before the level check: build the masked copy
+        // (a deep clone, as costly as parsing the job) only when the line is written.
+        if log.is_debug_enabled() {
+            debug!(log, "job"; "action" => action.as_str(), "request" => %masked(&Value::Object(req.body.clone())));
+        }
         let mut msg = req.body;
         let command = match action {
             Action::Discover => {
@@ -311,18 +320,23 @@ fn finish(
     let passed = response::passed(&answer);
     let elapsed = started.elapsed();
     t.jobs.record(action, passed, elapsed);
-    let error = answer
-        .get(response::ERROR_FIELD)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    debug!(log, "answer"; "response" => %masked(&answer));
-    info!(log, "job done";
-        "action" => action.map(|a| a.as_str()).unwrap_or("-"),
-        "result" => if passed { response::PASS } else { response::FAIL },
-        "duration_ms" => format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
-        "error" => error,
-    );
+    if log.is_debug_enabled() {
+        debug!(log, "answer"; "response" => %masked(&answer));
+    }
+    // As above: the duration's text and the error's copy only when the line is written.
+    if log.is_info_enabled() {
+        let error = answer
+            .get(response::ERROR_FIELD)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        info!(log, "job done";
+            "action" => action.map(|a| a.as_str()).unwrap_or("-"),
+            "result" => if passed { response::PASS } else { response::FAIL },
+            "duration_ms" => format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+            "error" => error,
+        );
+    }
     let body =
         serde_json::to_vec(&answer).unwrap_or_else(|_| br#"{"hpcs_response":"FAIL"}"#.to_vec());
     JobAnswer {

@@ -1,0 +1,155 @@
+//! `libra-worker bench`: a pipelined Gearman load generator (`load`), the statistics it
+//! reports (`stats`), what a benchmark reads about processes from /proc (`procfs`), the
+//! processes it runs (`procs`) and the whole worker-against-C-worker comparison (`suite`).
+//! Hand-written because the Gearman load tools that exist submit one job at a time per
+//! connection and would be the ceiling of the measurement.
+
+/// Writes a line to standard output. A reader that went away (`| head`) is no reason to
+/// panic, so write errors are ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// As `out!`, to standard error (progress and errors).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+pub mod load;
+pub mod procfs;
+pub mod procs;
+pub mod stats;
+pub mod suite;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+
+use load::{Expect, LoadSpec};
+
+/// The `bench` subcommand's arguments: the generator alone, or `--suite`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Run the whole comparison: start gearmand, the C worker and this worker, measure,
+    /// and print the table (markdown).
+    #[arg(long, conflicts_with_all = ["server", "function", "action", "file"])]
+    pub suite: bool,
+    /// Job server, host:port.
+    #[arg(long, required_unless_present = "suite")]
+    pub server: Option<String>,
+    /// Gearman function to submit to.
+    #[arg(long, required_unless_present = "suite")]
+    pub function: Option<String>,
+    /// Jobs to submit (measured; the warm-up comes on top).
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: u64,
+    /// Jobs kept outstanding at once, over all connections.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Client connections the window is spread over.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Submit `{"hpcs_action": ACTION}` (DISCOVER, STATS, ...).
+    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite"])]
+    pub action: Option<String>,
+    /// Submit this file's bytes as every job's body.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// `pass`: an answer without `"hpcs_response": "PASS"` counts as a failure (exit 1);
+    /// `any`: every WORK_COMPLETE is a success (for `gearman -w`, which answers empty).
+    #[arg(long, value_enum, default_value_t = Expect::Pass)]
+    pub expect: Expect,
+    /// Jobs run before the measurement and not counted.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Seconds the whole run may take.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Suite: repetitions of every measurement (the median run is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Suite: scale every job count by this factor (0.2 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Suite: gearmand I/O threads (`--threads`).
+    #[arg(long, default_value_t = suite::DEFAULT_GEARMAND_THREADS)]
+    pub gearmand_threads: u32,
+    /// Suite: run the STATS rows against a worker started from this configuration (its
+    /// job servers, function, log and metrics settings are overridden); by default the
+    /// null-driver worker, whose STATS answers FAIL, so those rows are skipped.
+    #[arg(long)]
+    pub stats_config: Option<PathBuf>,
+    /// Suite: submit this job once to the STATS worker before its rows (an UPDATE that
+    /// creates the load balancer STATS reports on).
+    #[arg(long, requires = "stats_config")]
+    pub stats_setup: Option<PathBuf>,
+    /// Suite: also write the markdown report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `bench`; returns the process exit code (0 ok, 1 failures seen, 2 usage).
+pub fn main(args: BenchArgs) -> i32 {
+    if args.suite {
+        return suite::main(&args);
+    }
+    let body = match (&args.file, &args.action) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                note!("libra-worker: cannot read {}: {e}", path.display());
+                return 2;
+            }
+        },
+        (None, Some(action)) => {
+            Bytes::from(serde_json::json!({ "hpcs_action": action }).to_string())
+        }
+        (None, None) => {
+            note!("libra-worker: give --action or --file");
+            return 2;
+        }
+    };
+    let (Some(server), Some(function)) = (args.server.clone(), args.function.clone()) else {
+        note!("libra-worker: give --server and --function");
+        return 2;
+    };
+    let spec = LoadSpec {
+        server,
+        function,
+        body,
+        jobs: args.jobs,
+        window: args.window,
+        connections: args.connections,
+        warmup: args.warmup,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    match load::run(&spec) {
+        Ok(report) => {
+            if args.json {
+                out!("{}", report.to_json(&spec));
+            } else {
+                out!("{}", report.to_text(&spec));
+            }
+            if report.outcomes.failures(args.expect) > 0 {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            note!("libra-worker: {e}");
+            1
+        }
+    }
+}
