@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod fake_server;
+pub mod gearman_admin;
+pub mod tls;
+pub mod worker_toml;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
