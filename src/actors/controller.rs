@@ -311,11 +311,14 @@ fn finish(
     let passed = response::passed(&answer);
     let elapsed = started.elapsed();
     t.jobs.record(action, passed, elapsed);
-    let error = answer
-        .get(response::ERROR_FIELD)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    // The answer echoes the request: its secrets must not come back through the error.
+    let error = crate::logging::redact(
+        answer
+            .get(response::ERROR_FIELD)
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        &crate::logging::secrets_in(&answer),
+    );
     debug!(log, "answer"; "response" => %masked(&answer));
     info!(log, "job done";
         "action" => action.map(|a| a.as_str()).unwrap_or("-"),
