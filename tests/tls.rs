@@ -102,12 +102,16 @@ fn a_server_certificate_from_another_ca_is_refused_and_never_spoken_to_in_clear(
 
     // Back-off: 1 s, 2 s, 4 s (+ up to 20 % jitter) between attempts.
     assert!(
-        wait_until(Duration::from_secs(20), || wire.accepted() >= 4),
+        wait_until(Duration::from_secs(20), || wire.closed() >= 4),
         "attempts: {}\n{}",
         wire.accepted(),
         w.log()
     );
-    let conns = wire.connections();
+    let conns: Vec<_> = wire
+        .connections()
+        .into_iter()
+        .filter(|c| c.closed.is_some())
+        .collect();
     let gaps: Vec<f64> = conns
         .windows(2)
         .map(|p| (p[1].accepted - p[0].accepted).as_secs_f64())
@@ -155,12 +159,13 @@ fn a_worker_without_a_client_certificate_is_refused_by_the_terminator() {
     let w = tls_worker(&[format!("tls://{}", wire.addr())], &pki, false, 1);
 
     assert!(
-        wait_until(Duration::from_secs(15), || wire.accepted() >= 4),
+        wait_until(Duration::from_secs(15), || wire.closed() >= 4),
         "attempts: {}\n{}",
         wire.accepted(),
         w.log()
     );
-    for c in wire.connections() {
+    for c in wire.connections().iter().filter(|c| c.closed.is_some()) {
+        assert!(c.received.first() == Some(&0x16), "a TLS record first");
         assert!(!contains(&c.received, b"\0REQ"), "Gearman in clear");
     }
     let failures = log_lines(&w, &wire.addr(), "retrying with back-off");

@@ -337,4 +337,7 @@ fn relay(mut client: TcpStream, upstream: u16, rec: Recorder) {
     }
     let _ = server.shutdown(Shutdown::Both);
     let _ = back.join();
+    rec.with(|c| {
+        c.closed.get_or_insert_with(Instant::now);
+    });
 }
