@@ -24,10 +24,6 @@ use crate::telemetry::connection::{ConnState, ConnectionStatus};
 use crate::telemetry::Telemetry;
 use crate::transport::{self, BoxStream};
 
-/// Silence after which the worker pings its job server with ECHO_REQ; a ping that gets
-/// no answer within the same time drops the connection.
-pub const PING_AFTER: Duration = Duration::from_secs(30);
-
 /// Everything a connection needs that does not change between reconnects.
 #[derive(Clone)]
 pub struct ConnectionConfig {
@@ -38,6 +34,9 @@ pub struct ConnectionConfig {
     pub keepalive: Option<Keepalive>,
     pub max_packet_bytes: u32,
     pub prefetch: usize,
+    /// Silence after which the worker pings its job server with ECHO_REQ; a ping that
+    /// gets no answer within the same time drops the connection.
+    pub heartbeat: Duration,
 }
 
 /// Stop taking jobs; resolves once no job is in hand (graceful stop).
@@ -261,14 +260,15 @@ impl ConnectionActor {
         if self.writer.is_none() || self.failed {
             return;
         }
-        if self.last_rx.elapsed() < PING_AFTER {
+        let ping_after = self.config.heartbeat;
+        if self.last_rx.elapsed() < ping_after {
             return;
         }
         if self.ping_outstanding {
             self.fail(
                 format!(
                     "job server sent nothing for {} s, not even an ECHO_RES",
-                    PING_AFTER.as_secs() * 2
+                    ping_after.as_secs() * 2
                 ),
                 ctx,
             );
@@ -302,7 +302,7 @@ impl Actor for ConnectionActor {
                 Err(e) => act.fail(e.to_string(), ctx),
             })
             .spawn(ctx);
-        ctx.run_interval(PING_AFTER / 3, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(self.config.heartbeat / 3, |act, ctx| act.heartbeat(ctx));
     }
 }
 
@@ -456,6 +456,7 @@ mod tests {
             keepalive: None,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             prefetch: 4,
+            heartbeat: Duration::from_secs(30),
         };
         let actor = ConnectionActor::new(
             config,

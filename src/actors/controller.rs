@@ -325,11 +325,14 @@ fn finish(
     }
     // As above: the duration's text and the error's copy only when the line is written.
     if log.is_info_enabled() {
-        let error = answer
-            .get(response::ERROR_FIELD)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        // The answer echoes the request: its secrets must not come back through the error.
+        let error = crate::logging::redact(
+            answer
+                .get(response::ERROR_FIELD)
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            &crate::logging::secrets_in(&answer),
+        );
         info!(log, "job done";
             "action" => action.map(|a| a.as_str()).unwrap_or("-"),
             "result" => if passed { response::PASS } else { response::FAIL },

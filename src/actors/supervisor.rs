@@ -100,6 +100,7 @@ impl Supervisor {
                 keepalive: gearman.keepalive,
                 max_packet_bytes: gearman.max_packet_bytes,
                 prefetch: gearman.prefetch,
+                heartbeat: gearman.heartbeat,
             };
             let actor = ConnectionActor::new(
                 config,

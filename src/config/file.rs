@@ -46,6 +46,8 @@ pub struct GearmanFile {
     pub max_packet_bytes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]

@@ -19,6 +19,9 @@ pub const DEFAULT_SERVER: &str = "localhost:4730";
 pub const DEFAULT_GEARMAN_PORT: u16 = 4730;
 /// Upper bound of the reconnect back-off, in seconds (the reference's `reconnect_sleep`).
 pub const DEFAULT_RECONNECT_SLEEP: u64 = 60;
+/// Seconds of silence from a job server before the worker pings it (ECHO_REQ); a ping
+/// unanswered for as long again drops the connection.
+pub const DEFAULT_HEARTBEAT: u64 = 30;
 /// How long one job may take before it is answered FAIL, in seconds.
 pub const DEFAULT_JOB_TIMEOUT: u64 = 60;
 /// Jobs a connection may hold at once (1 = no prefetch).
@@ -132,6 +135,8 @@ pub struct GearmanSettings {
     pub keepalive: Option<Keepalive>,
     pub max_packet_bytes: u32,
     pub prefetch: usize,
+    /// Silence after which a job server is pinged; twice this without a packet drops it.
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +322,7 @@ impl Settings {
                 keepintvl: g.keepalive.and_then(|k| k.interval.map(|d| d.as_secs())),
                 max_packet_bytes: Some(g.max_packet_bytes),
                 prefetch: Some(g.prefetch),
+                heartbeat: Some(g.heartbeat.as_secs()),
             },
             worker: file::WorkerFile {
                 function: Some(self.worker.function.clone()),
@@ -469,6 +475,10 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
     if !(1..=1024).contains(&prefetch) {
         return Err(invalid("gearman.prefetch", "must be between 1 and 1024"));
     }
+    let heartbeat = g.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
+    if heartbeat == 0 {
+        return Err(invalid("gearman.heartbeat", "must be at least 1 second"));
+    }
     Ok(GearmanSettings {
         servers,
         reconnect_sleep: Duration::from_secs(reconnect_sleep),
@@ -477,6 +487,7 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
         keepalive,
         max_packet_bytes,
         prefetch,
+        heartbeat: Duration::from_secs(heartbeat),
     })
 }
 
@@ -887,6 +898,20 @@ mod tests {
         let p = write(&dir, "w2.toml", "[gearman]\nservers = [\"a:99999\"]\n");
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
         assert!(err.starts_with("gearman.servers:"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_defaults_to_30_s_and_refuses_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "w.toml", "");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.gearman.heartbeat, Duration::from_secs(DEFAULT_HEARTBEAT));
+        let p = write(&dir, "h.toml", "[gearman]\nheartbeat = 2\n");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.gearman.heartbeat, Duration::from_secs(2));
+        let p = write(&dir, "z.toml", "[gearman]\nheartbeat = 0\n");
+        let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("gearman.heartbeat:"), "{err}");
     }
 
     #[test]

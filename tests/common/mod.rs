@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod fake_server;
+pub mod gearman_admin;
 pub mod swift;
+pub mod tls;
+pub mod worker_toml;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -219,8 +223,14 @@ impl Worker {
 
     /// Starts in an existing directory (a restart keeps the state directory).
     pub fn start_in(config: WorkerConfig, dir: tempfile::TempDir) -> Worker {
+        let toml = config.toml(dir.path());
+        Self::start_with_toml(config, dir, &toml)
+    }
+
+    /// Starts on a configuration text of the caller's (see `worker_toml::set_key`).
+    pub fn start_with_toml(config: WorkerConfig, dir: tempfile::TempDir, toml: &str) -> Worker {
         let config_path = dir.path().join("worker.toml");
-        std::fs::write(&config_path, config.toml(dir.path())).expect("write config");
+        std::fs::write(&config_path, toml).expect("write config");
         let log_path = dir.path().join("worker.log");
         let mut w = Worker {
             config,
