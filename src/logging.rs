@@ -137,10 +137,17 @@ fn mask_with(value: &Value, secrets: &[String]) -> Value {
     }
 }
 
+/// Largest job body copied into a log line.
+pub const MAX_LOGGED_BODY: usize = 16 * 1024;
+
 /// Masks a raw job body that may not even be JSON: secrets are cut out textually, so a
 /// malformed body cannot leak a token either. A body that is not JSON is not logged when
 /// it names a secret field in any case, or has a `\u` escape (which can spell one).
 pub fn masked_text(body: &[u8]) -> String {
+    // A refused oversize body would otherwise make one enormous log line.
+    if body.len() > MAX_LOGGED_BODY {
+        return format!("<{} bytes: too large to log>", body.len());
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => masked(&v).to_string(),
         Err(_) => {
