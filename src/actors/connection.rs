@@ -117,6 +117,9 @@ impl ConnectionActor {
     }
 
     fn send(&mut self, packet: Packet) {
+        if self.failed {
+            return;
+        }
         if let Some(w) = self.writer.as_mut() {
             w.write(packet);
         }
@@ -231,7 +234,9 @@ impl ConnectionActor {
             return;
         }
         self.failed = true;
-        self.writer = None;
+        // The writer is not dropped here: this may run inside its own write task (a write
+        // error), where dropping it would re-borrow what that task holds. `reset` drops it
+        // once the context has cancelled the task.
         let delay = self.backoff.next_delay();
         self.status.set_state(ConnState::BackingOff);
         self.status.set_last_error(&reason);

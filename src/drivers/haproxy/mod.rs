@@ -39,6 +39,9 @@ const MODEL_FILE: &str = "model.json";
 const SUSPENDED_FILE: &str = "suspended";
 const SERVER_STATE_FILE: &str = "server-state";
 const COOKIE_KEY_FILE: &str = "cookie.key";
+/// Present while a change is being applied: a worker that finds it at start-up (it died
+/// half-way) reloads HAProxy from the file, so that what runs is what the file says.
+const APPLYING_FILE: &str = "applying";
 
 /// Where everything lives.
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ struct Paths {
     suspended: PathBuf,
     server_state: PathBuf,
     cookie_key: PathBuf,
+    applying: PathBuf,
 }
 
 impl Paths {
@@ -67,6 +71,7 @@ impl Paths {
             suspended: s.state_dir.join(SUSPENDED_FILE),
             server_state: s.state_dir.join(SERVER_STATE_FILE),
             cookie_key: s.state_dir.join(COOKIE_KEY_FILE),
+            applying: s.state_dir.join(APPLYING_FILE),
         }
     }
 }
@@ -339,6 +344,7 @@ impl HaproxyDriver {
         next.mark_dynamic_cookie(Protocol::Http, added_http.iter());
         let text = render::render(next, &self.render_env()?)
             .map_err(|e| DriverError::Invalid(e.to_string()))?;
+        self.mark_applying()?;
         let done = runtime::apply(&self.socket, next, &steps).map_err(failed)?;
         self.lingering.extend(done.lingering);
         // The file says what now runs; it was produced by the same renderer from the same
@@ -348,6 +354,7 @@ impl HaproxyDriver {
         files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
             .map_err(failed)?;
         self.persist_model(next);
+        self.applied_done();
         self.applied = Some(next.clone());
         self.stats.runtime_applies.fetch_add(1, Ordering::Relaxed);
         self.stats.expect_up(true);
@@ -435,7 +442,18 @@ impl HaproxyDriver {
         }
         self.stats.expect_up(true);
         self.ensure_server_state()?;
-        if running {
+        let interrupted = self.paths.applying.exists();
+        if running && interrupted {
+            // The previous worker died between changing HAProxy and recording it: load the
+            // file (a validated, complete configuration) so both agree again.
+            warn!(
+                self.log,
+                "an update was interrupted; reloading HAProxy from the configuration file"
+            );
+            self.save_counters()?;
+            self.process.reload().map_err(failed)?;
+            let _ = files::remove_if_exists(&self.paths.applying);
+        } else if running {
             info!(self.log, "adopted the running HAProxy");
         } else if self.settings.mode == HaproxyMode::Managed {
             info!(
@@ -443,8 +461,66 @@ impl HaproxyDriver {
                 "starting HAProxy from the last good configuration"
             );
             self.process.start().map_err(failed)?;
+            let _ = files::remove_if_exists(&self.paths.applying);
         }
         Ok(())
+    }
+
+    /// Puts the checked configuration in place (with its model, so a worker that dies
+    /// now restarts knowing what the file says) and has HAProxy load it; on refusal the
+    /// previous file and model come back and keep serving.
+    fn swap_and_load(&mut self, next: Model, text: &str, running: bool) -> DriverResult<()> {
+        let had_previous = files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
+        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
+            .map_err(failed)?;
+        let _ = files::remove_if_exists(&self.paths.candidate);
+        self.persist_model(&next);
+        let outcome = if running {
+            self.process.reload()
+        } else {
+            self.process.start()
+        };
+        match outcome {
+            Ok(()) => {
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                // The new process was built from the file: nothing is parked any more.
+                self.lingering.clear();
+                let _ = files::remove_if_exists(&self.paths.suspended);
+                self.applied = Some(next);
+                self.stats.expect_up(true);
+                self.stats.set_up(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                match self.applied.clone() {
+                    Some(previous) => self.persist_model(&previous),
+                    None => {
+                        let _ = files::remove_if_exists(&self.paths.model);
+                    }
+                }
+                // A command that hung told us nothing happened; running it again would
+                // only hang again while the next jobs wait.
+                let hung = matches!(
+                    e,
+                    process::ProcessError::ServiceCommand(command::CommandError::TimedOut { .. })
+                );
+                self.roll_back(had_previous, running && !hung);
+                Err(failed(format!(
+                    "HAProxy refused the new configuration: {e}"
+                )))
+            }
+        }
+    }
+
+    fn mark_applying(&self) -> DriverResult<()> {
+        files::write_atomic(&self.paths.applying, b"", files::PRIVATE_MODE).map_err(failed)
+    }
+
+    fn applied_done(&self) {
+        if let Err(e) = files::remove_if_exists(&self.paths.applying) {
+            warn!(self.log, "cannot clear the update marker"; "error" => %e);
+        }
     }
 }
 
@@ -553,41 +629,10 @@ impl LoadBalancerDriver for HaproxyDriver {
             }
             self.save_counters()?;
         }
-        let had_previous = files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
-        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
-            .map_err(failed)?;
-        let _ = files::remove_if_exists(&self.paths.candidate);
-        let outcome = if running {
-            self.process.reload()
-        } else {
-            self.process.start()
-        };
-        match outcome {
-            Ok(()) => {
-                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
-                // The new process was built from the file: nothing is parked any more.
-                self.lingering.clear();
-                let _ = files::remove_if_exists(&self.paths.suspended);
-                self.persist_model(&next);
-                self.applied = Some(next);
-                self.stats.expect_up(true);
-                self.stats.set_up(true);
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                // A command that hung told us nothing happened; running it again would
-                // only hang again while the next jobs wait.
-                let hung = matches!(
-                    e,
-                    process::ProcessError::ServiceCommand(command::CommandError::TimedOut { .. })
-                );
-                self.roll_back(had_previous, running && !hung);
-                Err(failed(format!(
-                    "HAProxy refused the new configuration: {e}"
-                )))
-            }
-        }
+        self.mark_applying()?;
+        let result = self.swap_and_load(next, &text, running);
+        self.applied_done();
+        result
     }
 
     fn suspend(&mut self) -> DriverResult<()> {
