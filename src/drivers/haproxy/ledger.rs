@@ -2,12 +2,11 @@
 //! process that produced it, and the bytes saved ("unreported") before a stop or reload.
 //! Tying each baseline to a worker pid is what makes double counting impossible: a counter
 //! is only ever subtracted from a value of the same process. The state is a small JSON file
-//! replaced atomically (tmp, fsync, rename, fsync dir) before any figure leaves this module.
+//! replaced atomically (`files::write_atomic`) before any figure leaves this module.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -39,6 +38,11 @@ pub enum LedgerError {
     Corrupt { path: PathBuf, reason: String },
     #[error("Cannot write the metrics state file {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("Cannot write the metrics state file {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        source: super::files::FileError,
+    },
     /// A driver bug: two counters for one load balancer would be counted twice.
     #[error("Two byte counters given for the {0} load balancer")]
     DuplicateSample(Protocol),
@@ -236,9 +240,11 @@ impl Ledger {
             path: self.path.clone(),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         })?;
-        write_atomically(&self.path, &text).map_err(|source| LedgerError::Write {
-            path: self.path.clone(),
-            source,
+        super::files::write_atomic(&self.path, &text, super::files::PRIVATE_MODE).map_err(|e| {
+            LedgerError::Store {
+                path: self.path.clone(),
+                source: e,
+            }
         })?;
         self.state = next;
         Ok(())
@@ -260,43 +266,11 @@ fn format_utc(t: DateTime<Utc>) -> String {
     t.format(TIME_FORMAT).to_string()
 }
 
-/// Replaces `path` with `bytes` (mode 0600) so that a crash leaves the old or the new file,
-/// never a mix. Private on purpose: the ledger needs only this much.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // `mode` applies only to a new file; a leftover tmp file may have other rights.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use std::os::unix::fs::PermissionsExt;
 
     fn at(h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2014, 1, 9, h, m, s).unwrap()
@@ -580,7 +554,7 @@ mod tests {
         let err = ledger
             .report(at(15, 0, 0, 0), &[http(100, 10)])
             .unwrap_err();
-        assert!(matches!(err, LedgerError::Write { .. }), "{err:?}");
+        assert!(matches!(err, LedgerError::Store { .. }), "{err:?}");
         fs::create_dir(path.parent().unwrap()).unwrap();
         let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 10)]).unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(10));
