@@ -742,7 +742,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
     }
     let settings = HaproxySettings {
         mode,
-        binary: set(&h.binary).unwrap_or_else(|| PathBuf::from("haproxy")),
+        binary: resolve_program(&set(&h.binary).unwrap_or_else(|| PathBuf::from("haproxy"))),
         bind_address,
         config_file: set(&h.config_file).unwrap_or(config_file),
         logfile: set(&h.logfile).unwrap_or(logfile),
@@ -788,6 +788,25 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         }
     }
     Ok(settings)
+}
+
+/// A bare program name (`haproxy`) as an absolute path: found on `PATH`, or in the sbin
+/// directories an unprivileged user's `PATH` often lacks (Debian installs HAProxy in
+/// /usr/sbin). Unchanged when it is a path already or is found nowhere.
+pub fn resolve_program(name: &Path) -> PathBuf {
+    if name.components().count() != 1 {
+        return name.to_path_buf();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+                .iter()
+                .map(PathBuf::from),
+        )
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| name.to_path_buf())
 }
 
 fn metrics_settings(f: &FileConfig) -> Result<MetricsSettings, ConfigError> {
