@@ -303,3 +303,47 @@ fn configuration_errors_name_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("funtion"));
 }
+
+#[test]
+fn job_limits_fail_clearly_and_change_nothing() {
+    let g = Gearmand::start();
+    let mut cfg = WorkerConfig::new(&[g.addr()]);
+    cfg.extra = "[limits]\nmax_job_bytes = 600\nmax_json_depth = 5\nmax_load_balancers = 1\nmax_nodes = 2\n".to_string();
+    let w = Worker::start(cfg);
+    assert!(
+        w.wait_for_log("connected to job server", 1, Duration::from_secs(10)),
+        "{}",
+        w.log()
+    );
+    let f = w.function().to_string();
+    let node = |i: u32| json!({"id": i, "address": "10.0.0.1", "port": 80});
+    let cases = vec![
+        (
+            json!({"hpcs_action": "DISCOVER", "pad": "x".repeat(700)}),
+            "limits.max_job_bytes",
+        ),
+        (
+            json!({"hpcs_action": "DISCOVER", "a": [[[[[[1]]]]]]}),
+            "limits.max_json_depth",
+        ),
+        (
+            json!({"hpcs_action": "UPDATE", "loadBalancers": [
+            {"protocol": "HTTP", "nodes": [node(1)]}, {"protocol": "TCP", "port": 81, "nodes": [node(2)]}]}),
+            "limits.max_load_balancers",
+        ),
+        (
+            json!({"hpcs_action": "UPDATE", "loadBalancers": [{"protocol": "HTTP", "nodes": [node(1), node(2), node(3)]}]}),
+            "limits.max_nodes",
+        ),
+    ];
+    for (job, key) in cases {
+        let a = submit(&g.addr(), &f, &job);
+        assert_eq!(a["hpcs_response"], "FAIL", "{a}");
+        assert!(answer_error(&a).contains(key), "{key}: {a}");
+    }
+    assert!(passed(&submit(
+        &g.addr(),
+        &f,
+        &json!({"hpcs_action": "DISCOVER"})
+    )));
+}
