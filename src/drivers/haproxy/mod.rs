@@ -380,6 +380,14 @@ impl HaproxyDriver {
             let addr = std::net::SocketAddr::new(ip, lb.port);
             if let Err(e) = process::check_bindable(&[addr]) {
                 let cause = match &e {
+                    // A service-mode HAProxy starts as root: a port the worker may not
+                    // bind is no evidence that HAProxy cannot.
+                    process::ProcessError::PortUnavailable { source, .. }
+                        if self.settings.mode == HaproxyMode::Service
+                            && source.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        continue;
+                    }
                     process::ProcessError::PortUnavailable { source, .. } => source.to_string(),
                     other => other.to_string(),
                 };
