@@ -58,13 +58,13 @@ pub enum SuiteError {
 }
 
 /// A directory removed when dropped, unless told to keep it.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl TempDir {
-    fn create() -> Result<TempDir, SuiteError> {
+    pub(crate) fn create() -> Result<TempDir, SuiteError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
