@@ -63,6 +63,10 @@ pub enum Change {
     /// The third HTTP node alternates between two backends under a new id each time
     /// (as the API gives a re-added node a new id): runtime API, no reload.
     NodesOnly,
+    /// The third HTTP node alternates between two fixed ids and backends, {1,2,3} and
+    /// {1,2,4}: a removed server that still has connections lingers (HAProxy 2.6 will not
+    /// delete it), and adding its id back then takes the reload path.
+    NodeSetsAB,
     /// The HTTP load balancer's client timeout alternates: validate and reload.
     Reload,
 }
@@ -71,6 +75,7 @@ impl Change {
     fn label(self) -> &'static str {
         match self {
             Change::NodesOnly => "node-only (runtime API)",
+            Change::NodeSetsAB => "node-only, two fixed node sets A/B (ids re-added)",
             Change::Reload => "reload (option changed)",
         }
     }
@@ -149,6 +154,14 @@ impl Layouts {
                     port: backend.port(),
                 };
             }
+            Change::NodeSetsAB => {
+                if i.is_multiple_of(2) {
+                    next.http_nodes[2] = NodeSpec {
+                        id: 4,
+                        port: self.backends[3].port(),
+                    };
+                }
+            }
             Change::Reload => {
                 next.http_client_timeout_ms = if i.is_multiple_of(2) {
                     ALT_CLIENT_TIMEOUT_MS
@@ -180,60 +193,66 @@ pub fn run(env: &Env, opts: ZeroDropOpts) -> Result<Section, ZeroDropError> {
         .map_err(ZeroDropError::Setup)?;
     let url = format!("http://127.0.0.1:{http_port}/");
     let mut rows = Vec::new();
-    for change in [Change::NodesOnly, Change::Reload] {
-        for mode in [ClientMode::KeepAlive, ClientMode::Close] {
-            note!(
-                "zero-drop: {} clients, {updates} {} UPDATEs",
-                mode.label(),
-                change.label()
-            );
-            client
-                .submit_pass(&layouts.base.update_body())
-                .map_err(ZeroDropError::Setup)?;
-            std::thread::sleep(SETTLE);
-            let reloads_before = worker.reloads()?;
-            let hits_before = layouts.hits();
-            let log = env.dir.join(format!(
-                "wrk-{}-{}.out",
-                mode.label(),
-                match change {
-                    Change::NodesOnly => "nodes",
-                    Change::Reload => "reload",
-                }
-            ));
-            let mut run = wrk::start(&program, &url, mode, opts.connections, 1, &log)?;
-            std::thread::sleep(SETTLE);
-            run.check_running()?;
-            let mut failed_updates = 0;
-            for i in 0..updates {
-                let body = layouts.variant(change, i).update_body();
-                match client.submit_pass(&body) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        failed_updates += 1;
-                        note!("zero-drop: UPDATE {i} failed: {e}");
-                    }
-                }
-                std::thread::sleep(GAP);
+    let runs = [
+        (Change::NodesOnly, ClientMode::KeepAlive),
+        (Change::NodesOnly, ClientMode::Close),
+        (Change::Reload, ClientMode::KeepAlive),
+        (Change::Reload, ClientMode::Close),
+        (Change::NodeSetsAB, ClientMode::KeepAlive),
+    ];
+    for (change, mode) in runs {
+        note!(
+            "zero-drop: {} clients, {updates} {} UPDATEs",
+            mode.label(),
+            change.label()
+        );
+        client
+            .submit_pass(&layouts.base.update_body())
+            .map_err(ZeroDropError::Setup)?;
+        std::thread::sleep(SETTLE);
+        let reloads_before = worker.reloads()?;
+        let hits_before = layouts.hits();
+        let log = env.dir.join(format!(
+            "wrk-{}-{}.out",
+            mode.label(),
+            match change {
+                Change::NodesOnly => "nodes",
+                Change::NodeSetsAB => "nodes-ab",
+                Change::Reload => "reload",
             }
-            std::thread::sleep(SETTLE);
-            let report = run.finish()?;
-            let reloads = worker.reloads()?.saturating_sub(reloads_before);
-            let target = match (change, mode) {
-                (Change::Reload, ClientMode::KeepAlive) => "as close to 0 as HAProxy allows",
-                _ => "0",
-            };
-            rows.push(DropRow {
-                clients: mode,
-                change: change.label().to_string(),
-                updates,
-                failed_updates,
-                reloads,
-                wrk: report,
-                backend_hits: layouts.hits().saturating_sub(hits_before),
-                target: target.to_string(),
-            });
+        ));
+        let mut run = wrk::start(&program, &url, mode, opts.connections, 1, &log)?;
+        std::thread::sleep(SETTLE);
+        run.check_running()?;
+        let mut failed_updates = 0;
+        for i in 0..updates {
+            let body = layouts.variant(change, i).update_body();
+            match client.submit_pass(&body) {
+                Ok(_) => {}
+                Err(e) => {
+                    failed_updates += 1;
+                    note!("zero-drop: UPDATE {i} failed: {e}");
+                }
+            }
+            std::thread::sleep(GAP);
         }
+        std::thread::sleep(SETTLE);
+        let report = run.finish()?;
+        let reloads = worker.reloads()?.saturating_sub(reloads_before);
+        let target = match (change, mode) {
+            (Change::Reload, ClientMode::KeepAlive) => "as close to 0 as HAProxy allows",
+            _ => "0",
+        };
+        rows.push(DropRow {
+            clients: mode,
+            change: change.label().to_string(),
+            updates,
+            failed_updates,
+            reloads,
+            wrk: report,
+            backend_hits: layouts.hits().saturating_sub(hits_before),
+            target: target.to_string(),
+        });
     }
     let rendered_path = worker.haproxy().config_file.clone();
     let rendered =
@@ -371,8 +390,10 @@ fn markdown(rows: &[DropRow], compare: &[CompareRow], connections: u32) -> Strin
         md,
         "wrk ({connections} connections, 1 thread) through the worker's HTTP load balancer to 3 of 4 \
          HTTP backends in the bench process, while UPDATEs run one after another with {} ms between \
-         them: node-only (the third node moves between two backends under a new id each time) or \
-         forcing a reload (the HTTP `client_timeout` option alternates). Close-mode clients send \
+         them: node-only (the third node moves between two backends under a new id each time, as the \
+         API numbers a re-added node), forcing a reload (the HTTP `client_timeout` option \
+         alternates), or node-only between two fixed node sets {{1,2,3}} and {{1,2,4}} (ids come \
+         back). Close-mode clients send \
          `Connection: close` and reconnect for every request. Socket errors are wrk's \
          connect/read/write/timeout counts; non-2xx is wrk's \"Non-2xx or 3xx responses\".\n",
         GAP.as_millis()
@@ -478,6 +499,11 @@ mod tests {
         assert_eq!(r0.http_nodes, l.base.http_nodes);
         assert_ne!(r0.http_client_timeout_ms, r1.http_client_timeout_ms);
         assert_eq!(r1, l.base);
+        let ab0 = l.variant(Change::NodeSetsAB, 0);
+        assert_eq!(ab0.http_nodes[2].id, 4);
+        assert_eq!(ab0.http_nodes[2].port, l.backends[3].port());
+        assert_eq!(l.variant(Change::NodeSetsAB, 1), l.base);
+        assert_eq!(l.variant(Change::NodeSetsAB, 2), ab0);
     }
 
     #[test]
