@@ -200,7 +200,9 @@ pub fn run(env: &Env, opts: ZeroDropOpts) -> Result<Section, ZeroDropError> {
         (Change::Reload, ClientMode::Close),
         (Change::NodeSetsAB, ClientMode::KeepAlive),
     ];
-    for (change, mode) in runs {
+    for (run_index, (change, mode)) in runs.into_iter().enumerate() {
+        // New node ids in every run (an even offset keeps the alternation's phase).
+        let offset = run_index * 2 * updates;
         note!(
             "zero-drop: {} clients, {updates} {} UPDATEs",
             mode.label(),
@@ -226,7 +228,7 @@ pub fn run(env: &Env, opts: ZeroDropOpts) -> Result<Section, ZeroDropError> {
         run.check_running()?;
         let mut failed_updates = 0;
         for i in 0..updates {
-            let body = layouts.variant(change, i).update_body();
+            let body = layouts.variant(change, offset + i).update_body();
             match client.submit_pass(&body) {
                 Ok(_) => {}
                 Err(e) => {
