@@ -320,7 +320,7 @@ fn breakdown(
             (ports_of(&rendered)[0], super::procs::free_port()?),
             (ports_of(&rendered)[1], super::procs::free_port()?),
         ];
-        let h = StandaloneHaproxy::start(
+        let mut h = StandaloneHaproxy::start(
             &binary,
             &rendered,
             &settings.state_dir,
@@ -340,6 +340,16 @@ fn breakdown(
             "copy as rendered"
         };
         out.extend(steps::phase_times(label, &phases));
+        // The core of a structural UPDATE as the driver runs it: check, then reload.
+        let mut both = Vec::with_capacity(n);
+        for _ in 0..n {
+            both.push(h.validate()? + h.reload()?);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        out.push(StepTimes::from_durations(
+            &format!("{label}: `haproxy -c` + reload by the driver's code"),
+            &both,
+        ));
     }
     Ok(out)
 }
