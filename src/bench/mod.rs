@@ -1,12 +1,8 @@
-//! `libra-worker bench`: a pipelined Gearman load generator (`load`), the statistics it
-//! reports (`stats`), what a benchmark reads about processes from /proc (`procfs`), the
-//! processes it runs (`procs`) and the whole worker-against-C-worker comparison (`suite`);
-//! against a worker with the HAProxy driver (`appliance`, `updates`, `client`): UPDATE
-//! latency with its step-by-step timing (`update_latency`, `steps`, `standalone`) and the
-//! zero-drop check under wrk load (`zero_drop`, `wrk`, `http_backend`), each also a
-//! section of the suite or runnable alone (`section`).
-//! Hand-written because the Gearman load tools that exist submit one job at a time per
-//! connection and would be the ceiling of the measurement.
+//! `libra-worker bench`: a pipelined Gearman load generator (`load`, `stats`, `procfs`,
+//! `procs`), the worker-against-C-worker comparison (`suite`), and against a HAProxy-driver
+//! worker (`appliance`, `updates`, `client`) the UPDATE latency (`update_latency`, `steps`,
+//! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`).
+//! Hand-written: the Gearman load tools that exist submit one job at a time per connection.
 
 /// Writes a line to standard output. A reader that went away (`| head`) is no reason to
 /// panic, so write errors are ignored.

@@ -1,9 +1,8 @@
-//! Where the time of a structural UPDATE goes, step by step, measured from outside the
-//! worker with the driver's own functions on a HAProxy that is idle otherwise: `haproxy
-//! -c` of the live configuration, the stats-socket reads made before a reload, an fsynced
-//! atomic write in the state directory, and the reload itself, split by a 1 ms probe of the
-//! master CLI into "the re-executed master answers", "it lists the new worker" and "the new
-//! worker answers on the stats socket" (the moments the driver's 10 ms poll waits for).
+//! Where a structural UPDATE's time goes, step by step, measured from outside the worker
+//! with the driver's own functions on an otherwise idle HAProxy: `haproxy -c`, the stats
+//! socket reads made before a reload, an fsynced atomic write, and the reload itself split
+//! by a 1 ms probe of the master CLI into "the re-executed master answers" and "the new
+//! worker answers on the stats socket" (what the driver's 10 ms poll waits for).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

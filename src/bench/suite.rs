@@ -1,11 +1,8 @@
-//! `libra-worker bench --suite`: one run that starts a gearmand on a free port, the C
-//! worker (`gearman -w`, which does no work) and this worker (null driver), drives both with the
-//! same generator, repeats every measurement interleaved (median reported), and prints
-//! the comparison as markdown: throughput, latency, CPU per job of every process,
-//! generator capacity, log level, metrics endpoint, prefetch depth and memory. Unless told
-//! otherwise (`--no-haproxy`), the STATS rows run against a second worker with the HAProxy
-//! driver and a live load balancer, and the UPDATE latency and zero-drop sections follow.
-
+//! `libra-worker bench --suite`: gearmand on a free port, the C worker (`gearman -w`, which
+//! does no work) and this worker (null driver) driven by the same generator, every
+//! measurement repeated interleaved (median reported), printed as markdown: throughput,
+//! latency, CPU per job, generator capacity, log level, metrics, prefetch, memory; unless
+//! `--no-haproxy`, STATS against a HAProxy-driver worker, then UPDATE latency and zero-drop.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

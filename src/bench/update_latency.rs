@@ -1,9 +1,8 @@
 //! `bench --update-latency` and the suite's UPDATE section: end-to-end latency (submit to
-//! the PASS answer, window 1) of UPDATEs to a HAProxy-driver worker whose appliance has two
-//! load balancers (HTTP and TCP) of five nodes each, for a change of nodes only (runtime
-//! API, no reload) and for structural changes (a new TCP port; a changed HTTP option) that
-//! validate and reload; then where a structural UPDATE's time goes (`steps`), with the
-//! driver's own time per command read back from the worker's debug log.
+//! PASS, window 1) of UPDATEs to a HAProxy-driver worker of 2 load balancers x 5 nodes, for
+//! a change of nodes only (runtime API) and for structural changes (a new TCP port, a
+//! changed HTTP option) that validate and reload; then where a structural UPDATE's time
+//! goes (`steps`), with the driver's own time per command from the worker's debug log.
 
 use std::fmt::Write as _;
 use std::path::Path;

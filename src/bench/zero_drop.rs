@@ -1,9 +1,8 @@
-//! `bench --zero-drop` and the suite's zero-drop section: HTTP load with wrk through the
-//! HAProxy-driver worker's HTTP load balancer (real backends in this process) while a storm
-//! of UPDATEs changes it, once with node-only changes (runtime API) and once with changes
-//! that force a reload, each with keep-alive clients and with close-mode clients; every
-//! failed request wrk saw is counted. Then the keep-alive-across-reloads case on standalone
-//! copies of the same configuration with and without `option idle-close-on-response`.
+//! `bench --zero-drop` and the suite's zero-drop section: wrk through the HAProxy-driver
+//! worker's HTTP load balancer (real backends in this process) while UPDATEs change nodes
+//! (runtime API) or force reloads, with keep-alive and with close-mode clients, counting
+//! every failed request; then keep-alive clients across reloads on standalone copies of
+//! the same configuration with and without `option idle-close-on-response`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
