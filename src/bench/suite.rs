@@ -3,6 +3,7 @@
 //! measurement repeated interleaved (median reported), printed as markdown: throughput,
 //! latency, CPU per job, generator capacity, log level, metrics, prefetch, memory; unless
 //! `--no-haproxy`, STATS against a HAProxy-driver worker, then UPDATE latency and zero-drop.
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
