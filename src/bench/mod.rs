@@ -1,8 +1,8 @@
-//! `libra-worker bench`: a pipelined Gearman load generator (`load`), the statistics it
-//! reports (`stats`), what a benchmark reads about processes from /proc (`procfs`), the
-//! processes it runs (`procs`) and the whole worker-against-C-worker comparison (`suite`).
-//! Hand-written because the Gearman load tools that exist submit one job at a time per
-//! connection and would be the ceiling of the measurement.
+//! `libra-worker bench`: a pipelined Gearman load generator (`load`, `stats`, `procfs`,
+//! `procs`), the worker-against-C-worker comparison (`suite`), and against a HAProxy-driver
+//! worker (`appliance`, `updates`, `client`) the UPDATE latency (`update_latency`, `steps`,
+//! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`).
+//! Hand-written: the Gearman load tools that exist submit one job at a time per connection.
 
 /// Writes a line to standard output. A reader that went away (`| head`) is no reason to
 /// panic, so write errors are ignored.
@@ -21,11 +21,21 @@ macro_rules! note {
     }};
 }
 
+pub mod appliance;
+pub mod client;
+pub mod http_backend;
 pub mod load;
 pub mod procfs;
 pub mod procs;
+pub mod section;
+pub mod standalone;
 pub mod stats;
+pub mod steps;
 pub mod suite;
+pub mod update_latency;
+pub mod updates;
+pub mod wrk;
+pub mod zero_drop;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,11 +52,19 @@ pub struct BenchArgs {
     /// and print the table (markdown).
     #[arg(long, conflicts_with_all = ["server", "function", "action", "file"])]
     pub suite: bool,
+    /// Measure UPDATE latency (nodes only, structural) against a HAProxy-driver worker of
+    /// its own, with the per-step timing of a structural UPDATE; print the markdown.
+    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file", "zero_drop"])]
+    pub update_latency: bool,
+    /// Count failed HTTP requests (wrk, keep-alive and close-mode clients) through a
+    /// HAProxy-driver worker of its own while UPDATEs change nodes or force reloads.
+    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file"])]
+    pub zero_drop: bool,
     /// Job server, host:port.
-    #[arg(long, required_unless_present = "suite")]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop"])]
     pub server: Option<String>,
     /// Gearman function to submit to.
-    #[arg(long, required_unless_present = "suite")]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop"])]
     pub function: Option<String>,
     /// Jobs to submit (measured; the warm-up comes on top).
     #[arg(long, default_value_t = 10_000)]
@@ -58,7 +76,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Submit `{"hpcs_action": ACTION}` (DISCOVER, STATS, ...).
-    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite"])]
+    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite", "update_latency", "zero_drop"])]
     pub action: Option<String>,
     /// Submit this file's bytes as every job's body.
     #[arg(long)]
@@ -97,12 +115,56 @@ pub struct BenchArgs {
     /// Suite: also write the markdown report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Suite: leave out everything that needs HAProxy (the STATS rows are then skipped
+    /// unless --stats-config is given; no UPDATE latency, no zero-drop section).
+    #[arg(long)]
+    pub no_haproxy: bool,
+    /// Suite: a short run (1 repetition, job counts x 0.2, 20 UPDATEs per HAProxy row).
+    #[arg(long)]
+    pub quick: bool,
+    /// UPDATE latency and zero-drop: UPDATEs per row (default 100; 20 with --quick).
+    #[arg(long)]
+    pub updates: Option<usize>,
+    /// Zero-drop: wrk connections.
+    #[arg(long, default_value_t = zero_drop::DEFAULT_CONNECTIONS)]
+    pub wrk_connections: u32,
+    /// Zero-drop: leave out the with/without `option idle-close-on-response` comparison.
+    #[arg(long)]
+    pub no_idle_close_comparison: bool,
+}
+
+/// UPDATEs of a --quick run.
+pub const QUICK_UPDATES: usize = 20;
+
+impl BenchArgs {
+    /// UPDATEs per row of the HAProxy sections.
+    pub fn update_count(&self) -> usize {
+        self.updates.unwrap_or(if self.quick {
+            QUICK_UPDATES
+        } else {
+            update_latency::DEFAULT_UPDATES
+        })
+    }
+
+    pub fn zero_drop_opts(&self) -> zero_drop::ZeroDropOpts {
+        zero_drop::ZeroDropOpts {
+            updates: self.update_count(),
+            connections: self.wrk_connections,
+            compare_idle_close: !self.no_idle_close_comparison,
+        }
+    }
 }
 
 /// Runs `bench`; returns the process exit code (0 ok, 1 failures seen, 2 usage).
 pub fn main(args: BenchArgs) -> i32 {
     if args.suite {
         return suite::main(&args);
+    }
+    if args.update_latency {
+        return update_latency::main(args.update_count(), args.json);
+    }
+    if args.zero_drop {
+        return zero_drop::main(args.zero_drop_opts(), args.json);
     }
     let body = match (&args.file, &args.action) {
         (Some(path), _) => match std::fs::read(path) {

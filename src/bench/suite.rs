@@ -1,8 +1,8 @@
-//! `libra-worker bench --suite`: one run that starts a gearmand on a free port, the C
-//! worker (`gearman -w`, which does no work) and this worker (null driver), drives both with the
-//! same generator, repeats every measurement interleaved (median reported), and prints
-//! the comparison as markdown: throughput, latency, CPU per job of every process,
-//! generator capacity, log level, metrics endpoint, prefetch depth and memory.
+//! `libra-worker bench --suite`: gearmand on a free port, the C worker (`gearman -w`, which
+//! does no work) and this worker (null driver) driven by the same generator, every
+//! measurement repeated interleaved (median reported), printed as markdown: throughput,
+//! latency, CPU per job, generator capacity, log level, metrics, prefetch, memory; unless
+//! `--no-haproxy`, STATS against a HAProxy-driver worker, then UPDATE latency and zero-drop.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,9 +12,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
 
+use super::appliance::{HaproxyWorker, LogLevel};
 use super::load::{self, Expect, LoadError, LoadReport, LoadSpec};
 use super::procfs::{self, Memory, ProcfsError};
 use super::procs::{self, Gearmand, ProcsError, Running};
+use super::section::Env;
 use super::stats;
 use super::BenchArgs;
 use crate::gearman::client::{Client, JobOutcome};
@@ -25,6 +27,8 @@ pub const DEFAULT_GEARMAND_THREADS: u32 = 1;
 pub const JOBS_WINDOW_1: u64 = 4_000;
 /// Measured jobs of a window-64 run (before `--scale`).
 pub const JOBS_WINDOW_64: u64 = 20_000;
+/// The STATS rows of a HAProxy-driver worker run this fraction of the jobs.
+const HAPROXY_STATS_JOB_DIVISOR: u64 = 5;
 /// Bound on one run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on a single setup or probe job.
@@ -55,16 +59,39 @@ pub enum SuiteError {
     Procfs(#[from] ProcfsError),
     #[error("{what} failed: {problem}")]
     Probe { what: String, problem: String },
+    #[error("the HAProxy-driver STATS worker: {0}")]
+    Appliance(#[from] super::appliance::ApplianceError),
+    #[error("UPDATE latency: {0}")]
+    UpdateLatency(#[from] super::update_latency::UpdateLatencyError),
+    #[error("zero-drop: {0}")]
+    ZeroDrop(#[from] super::zero_drop::ZeroDropError),
+}
+
+/// The worker the STATS rows run against.
+enum StatsWorker {
+    /// Started from the user's `--stats-config`.
+    FromConfig(Running),
+    /// The default: a HAProxy-driver worker of the suite's own.
+    Appliance(Box<HaproxyWorker>),
+}
+
+impl StatsWorker {
+    fn pid(&self) -> u32 {
+        match self {
+            StatsWorker::FromConfig(r) => r.pid(),
+            StatsWorker::Appliance(a) => a.pid(),
+        }
+    }
 }
 
 /// A directory removed when dropped, unless told to keep it.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl TempDir {
-    fn create() -> Result<TempDir, SuiteError> {
+    pub(crate) fn create() -> Result<TempDir, SuiteError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -456,6 +483,25 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// The whole suite.
 pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
+    let quick;
+    let args = if args.quick {
+        quick = BenchArgs {
+            reps: 1,
+            scale: 0.2,
+            updates: Some(args.update_count()),
+            stats_config: args.stats_config.clone(),
+            stats_setup: args.stats_setup.clone(),
+            out: args.out.clone(),
+            server: None,
+            function: None,
+            action: None,
+            file: None,
+            ..*args
+        };
+        &quick
+    } else {
+        args
+    };
     if args.reps == 0 || !args.scale.is_finite() || args.scale <= 0.0 {
         return Err(SuiteError::Args(
             "--reps must be at least 1 and --scale above 0".to_string(),
@@ -490,24 +536,46 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let idle_ours = procfs::memory(main.pid())?;
     let idle_c = procfs::memory(c_pid)?;
 
-    let stats_worker = match &args.stats_config {
-        Some(path) => Some(s.start_from_config(path, "lbw-stats")?),
-        None => None,
-    };
+    let stats_worker =
+        match &args.stats_config {
+            Some(path) => Some(StatsWorker::FromConfig(
+                s.start_from_config(path, "lbw-stats")?,
+            )),
+            None if !args.no_haproxy => Some(StatsWorker::Appliance(Box::new(
+                HaproxyWorker::start(&s.binary, &addr, dir, "lbw-stats", LogLevel::Warning)?,
+            ))),
+            None => None,
+        };
     let stats_function = if stats_worker.is_some() {
         "lbw-stats"
     } else {
         MAIN.function
     };
-    let stats_pid = stats_worker.as_ref().map_or(main.pid(), Running::pid);
-    if let Some(setup) = &args.stats_setup {
-        let body = std::fs::read(setup).map_err(|e| SuiteError::Probe {
-            what: format!("reading {}", setup.display()),
-            problem: e.to_string(),
-        })?;
+    let stats_pid = stats_worker.as_ref().map_or(main.pid(), StatsWorker::pid);
+    let setup = match (&args.stats_setup, &stats_worker) {
+        (Some(setup), _) => Some((
+            setup.display().to_string(),
+            std::fs::read(setup).map_err(|e| SuiteError::Probe {
+                what: format!("reading {}", setup.display()),
+                problem: e.to_string(),
+            })?,
+        )),
+        (None, Some(StatsWorker::Appliance(_))) => {
+            // Two load balancers of two nodes each on closed loopback ports: STATS only
+            // reads HAProxy's stats socket.
+            let layout =
+                super::updates::Appliance::two_lbs(procs::free_port()?, procs::free_port()?, 2, 1);
+            Some((
+                "an UPDATE of 2 load balancers (HTTP, TCP) of 2 nodes each".to_string(),
+                layout.update_body().to_vec(),
+            ))
+        }
+        (None, _) => None,
+    };
+    if let Some((what, body)) = setup {
         let answer = one_job(&addr, stats_function, Bytes::from(body)).map_err(|problem| {
             SuiteError::Probe {
-                what: "the --stats-setup job".to_string(),
+                what: "the STATS set-up job".to_string(),
                 problem,
             }
         })?;
@@ -518,9 +586,14 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
                 .unwrap_or("")
                 .to_string()
         };
+        let whose = match &stats_worker {
+            Some(StatsWorker::Appliance(_)) => {
+                "a HAProxy-driver worker (managed HAProxy, log level warning, metrics off)"
+            }
+            _ => "the --stats-config worker",
+        };
         notes.push(format!(
-            "STATS worker set up with {}: {} {}",
-            setup.display(),
+            "STATS rows: {whose}, set up with {what}: {} {}",
             field("hpcs_response"),
             field("hpcs_error")
         ));
@@ -542,10 +615,12 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
                 "STATS rows for our worker skipped: the worker of {} answered STATS with FAIL (\"{error}\").",
                 config.display()
             ),
+            None if !args.no_haproxy => format!(
+                "STATS rows for our worker skipped: the HAProxy-driver worker answered STATS with FAIL (\"{error}\")."
+            ),
             None => format!(
                 "STATS rows for our worker skipped: the null-driver worker answers STATS with FAIL \
-                 (\"{error}\"). Run with --stats-config <a HAProxy-driver worker config> \
-                 [--stats-setup <an UPDATE job>] to measure them."
+                 (\"{error}\"); --no-haproxy was given."
             ),
         });
     }
@@ -581,11 +656,25 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
                     body,
                     window,
                     connections: 1,
-                    jobs,
+                    // A STATS that reads HAProxy costs about 0.5 ms on the driver thread:
+                    // a fifth of the jobs still makes a run of a few seconds.
+                    jobs: if action == "STATS" && stats_worker.is_some() {
+                        (jobs / HAPROXY_STATS_JOB_DIVISOR).max(10)
+                    } else {
+                        jobs
+                    },
                     expect: Expect::Pass,
                 });
             }
         }
+    }
+    if stats_ok && stats_worker.is_some() {
+        notes.push(format!(
+            "our STATS rows run 1/{HAPROXY_STATS_JOB_DIVISOR} of the jobs ({} at window 1, {} at window 64): \
+             each reads HAProxy's sockets on the one driver thread.",
+            (s.jobs_for(1) / HAPROXY_STATS_JOB_DIVISOR).max(10),
+            (s.jobs_for(64) / HAPROXY_STATS_JOB_DIVISOR).max(10)
+        ));
     }
     let main_runs = s.measure(&main_cases, args.reps)?;
     let loaded_ours = procfs::memory(main.pid())?;
@@ -962,6 +1051,29 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let _ = writeln!(md);
     drop(main);
 
+    // The HAProxy driver: UPDATE latency and zero-drop, each with a worker of its own.
+    let (mut update_json, mut zero_drop_json) = (serde_json::Value::Null, serde_json::Value::Null);
+    if !args.no_haproxy {
+        let env = Env {
+            binary: &s.binary,
+            gearmand: addr.clone(),
+            dir,
+        };
+        let section = super::update_latency::run(&env, args.update_count())?;
+        md.push_str(&section.markdown);
+        update_json = section.json;
+        if super::wrk::program().is_some() {
+            let section = super::zero_drop::run(&env, args.zero_drop_opts())?;
+            md.push_str(&section.markdown);
+            zero_drop_json = section.json;
+        } else {
+            let _ = writeln!(
+                md,
+                "### Zero-drop\n\nSkipped: wrk is not installed (apt-get install wrk).\n"
+            );
+        }
+    }
+
     let json = json!({
         "machine": machine,
         "gearmand_threads": args.gearmand_threads,
@@ -977,6 +1089,8 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
             "ours_idle": idle_ours, "ours_after_load": loaded_ours, "ours_prefetch16": pf_peak,
             "c_idle": idle_c, "c_after_load": loaded_c,
         },
+        "update_latency": update_json,
+        "zero_drop": zero_drop_json,
     });
     Ok(SuiteReport { markdown: md, json })
 }
