@@ -734,3 +734,42 @@ fn node_only_updates_apply_without_reload_and_keep_stickiness() {
         "run-time node keeps its cookie across the reload"
     );
 }
+
+#[test]
+fn a_node_removed_while_busy_comes_back_without_a_reload() {
+    let a = Appliance::start();
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let port = free_port();
+    let both = json!([http_lb(port, vec![node(1, &b1), node(2, &b2)])]);
+    assert!(passed(&a.update(both.clone())));
+    let pid = serving_pid(&a);
+    // A request in flight on node 2 while node 2 is removed: HAProxy cannot delete a
+    // server with a connection, so the driver parks it in maintenance.
+    b2.set_delay_ms(1500);
+    let in_flight = std::thread::spawn(move || http_get(port, Some("SERVERID=id-2")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(passed(
+        &a.update(json!([http_lb(port, vec![node(1, &b1)])]))
+    ));
+    assert!(
+        bodies(port, 6).iter().all(|b| b == "b1"),
+        "node 2 is out of rotation"
+    );
+    // Node 2 comes back before its connection ended: brought back at run time.
+    assert!(passed(&a.update(both)));
+    assert_eq!(serving_pid(&a), pid, "no reload");
+    let (status, body, _) = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!((status, body.as_str()), (200, "b2"));
+    b2.set_delay_ms(0);
+    assert!(
+        wait_until(Duration::from_secs(5), || bodies(port, 6)
+            .iter()
+            .any(|b| b == "b2")),
+        "node 2 serves again"
+    );
+    let stats = a.action("STATS");
+    assert_eq!(stats["nodes"].as_array().unwrap().len(), 2, "{stats}");
+}

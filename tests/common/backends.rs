@@ -15,6 +15,8 @@ pub struct Backend {
     pub port: u16,
     pub hits: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Milliseconds an HTTP backend waits before each answer.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -39,16 +41,22 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
-        let (s, h, n) = (stop.clone(), hits.clone(), name.to_string());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (s, h, n, d) = (
+            stop.clone(),
+            hits.clone(),
+            name.to_string(),
+            delay_ms.clone(),
+        );
         thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (s2, h2, n2) = (s.clone(), h.clone(), n.clone());
+                        let (s2, h2, n2, d2) = (s.clone(), h.clone(), n.clone(), d.clone());
                         thread::spawn(move || {
                             let _ = conn.set_nonblocking(false);
                             if http {
-                                serve_http(conn, &n2, &h2, &s2)
+                                serve_http(conn, &n2, &h2, &s2, &d2)
                             } else {
                                 serve_echo(conn, &n2, &h2)
                             }
@@ -63,7 +71,13 @@ impl Backend {
             port,
             hits,
             stop,
+            delay_ms,
         }
+    }
+
+    /// Makes every later HTTP answer wait `ms` milliseconds.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn hits(&self) -> u64 {
@@ -79,7 +93,13 @@ impl Drop for Backend {
     }
 }
 
-fn serve_http(conn: TcpStream, name: &str, hits: &AtomicU64, stop: &AtomicBool) {
+fn serve_http(
+    conn: TcpStream,
+    name: &str,
+    hits: &AtomicU64,
+    stop: &AtomicBool,
+    delay_ms: &AtomicU64,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match conn.try_clone() {
         Ok(w) => w,
@@ -126,6 +146,10 @@ fn serve_http(conn: TcpStream, name: &str, hits: &AtomicU64, stop: &AtomicBool) 
             return;
         }
         hits.fetch_add(1, Ordering::Relaxed);
+        let delay = delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            thread::sleep(Duration::from_millis(delay));
+        }
         let body = name.as_bytes();
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{}\r\n",

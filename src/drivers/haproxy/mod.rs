@@ -14,7 +14,6 @@ pub mod render;
 pub mod runtime;
 pub mod stats_socket;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -92,7 +91,7 @@ pub struct HaproxyDriver {
     started_up: bool,
     /// Servers removed at run time that still had connections: in maintenance, to be
     /// deleted by housekeeping.
-    lingering: BTreeSet<(String, String)>,
+    lingering: runtime::ParkedServers,
     cookie_key: Option<String>,
 }
 
@@ -122,7 +121,7 @@ impl HaproxyDriver {
             socket,
             ledger: None,
             started_up: false,
-            lingering: BTreeSet::new(),
+            lingering: runtime::ParkedServers::new(),
             cookie_key: None,
         }
     }
@@ -331,6 +330,9 @@ impl HaproxyDriver {
                 return Ok(false);
             }
         };
+        // HTTP nodes that join at run time carry HAProxy's dynamic cookie; a parked server
+        // that comes back keeps the cookie it had.
+        let backend = render::backend_name(Protocol::Http);
         let added_http: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
@@ -338,6 +340,14 @@ impl HaproxyDriver {
                     protocol: Protocol::Http,
                     node,
                 } => Some(node.id.clone()),
+                runtime::Step::Revive {
+                    protocol: Protocol::Http,
+                    node,
+                } => self
+                    .lingering
+                    .get(&(backend.clone(), render::server_name(&node.id)))
+                    .filter(|p| p.dynamic_cookie)
+                    .map(|_| node.id.clone()),
                 _ => None,
             })
             .collect();
@@ -345,8 +355,11 @@ impl HaproxyDriver {
         let text = render::render(next, &self.render_env()?)
             .map_err(|e| DriverError::Invalid(e.to_string()))?;
         self.mark_applying()?;
-        let done = runtime::apply(&self.socket, next, &steps).map_err(failed)?;
-        self.lingering.extend(done.lingering);
+        let done = runtime::apply(&self.socket, &live, next, &steps).map_err(failed)?;
+        for key in &done.revived {
+            self.lingering.remove(key);
+        }
+        self.lingering.extend(done.parked);
         // The file says what now runs; it was produced by the same renderer from the same
         // structure HAProxy accepted, with validated node values, so it is not re-checked
         // here (that check alone costs more than the whole runtime change).
@@ -701,14 +714,18 @@ impl LoadBalancerDriver for HaproxyDriver {
         if !self.has_config() {
             return Err(DriverError::Deleted);
         }
-        if !self.process.is_running() {
-            return Err(failed(if self.is_suspended() {
-                "HAProxy is not running (the load balancer is suspended)."
-            } else {
-                "HAProxy is not running."
-            }));
-        }
-        let rows = self.socket.show_stat().map_err(failed)?;
+        // One round trip: the stats socket answers only while HAProxy runs.
+        let rows = match self.socket.show_stat() {
+            Ok(rows) => rows,
+            Err(e) if e.is_not_running() => {
+                return Err(failed(if self.is_suspended() {
+                    "HAProxy is not running (the load balancer is suspended)."
+                } else {
+                    "HAProxy is not running."
+                }))
+            }
+            Err(e) => return Err(failed(e)),
+        };
         let known: Option<Vec<String>> = self.applied.as_ref().map(|m| {
             m.load_balancers()
                 .iter()

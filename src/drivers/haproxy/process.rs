@@ -22,7 +22,7 @@ use crate::config::{HaproxyMode, HaproxySettings};
 
 /// How often HAProxy is polled while waiting for it to start, reload or stop: short,
 /// because UPDATE latency is mostly reload latency.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Bound on `haproxy -c` (it resolves server host names, which can be slow).
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);

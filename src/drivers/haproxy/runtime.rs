@@ -3,7 +3,7 @@
 //! server`, `set server addr|weight`, `disable`/`del server`), so no process is replaced
 //! and no connection is touched. `plan` decides whether that is possible; `apply` does it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::model::{LbConfig, Model};
@@ -18,7 +18,7 @@ pub enum NeedsReload {
     Structure,
     #[error("node {0} has a DNS name: only a reload resolves it")]
     DnsName(NodeId),
-    #[error("node {0} is still draining from an earlier removal")]
+    #[error("node {0} is still draining from an earlier removal with another backup flag")]
     Lingering(NodeId),
 }
 
@@ -28,10 +28,27 @@ pub enum NeedsReload {
 #[error("runtime API: {0}")]
 pub struct RuntimeError(#[from] stats_socket::StatsError);
 
+/// A server removed at run time while it still had connections: in maintenance, out of
+/// rotation, deleted by housekeeping once idle — or brought back if its node returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub node: Node,
+    /// Its HTTP cookie was the dynamic one (it keeps it if it comes back).
+    pub dynamic_cookie: bool,
+}
+
+/// Parked servers by (backend, server name).
+pub type ParkedServers = BTreeMap<(String, String), Parked>;
+
 /// One change to one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Add {
+        protocol: Protocol,
+        node: Node,
+    },
+    /// A parked server whose node is back: new address and weight, back in rotation.
+    Revive {
         protocol: Protocol,
         node: Node,
     },
@@ -54,11 +71,7 @@ pub enum Step {
 
 /// The steps that turn `live` into `next`, adds first and removals last so capacity
 /// never dips; a node whose backup flag flips is removed and added again.
-pub fn plan(
-    live: &Model,
-    next: &Model,
-    lingering: &BTreeSet<(String, String)>,
-) -> Result<Vec<Step>, NeedsReload> {
+pub fn plan(live: &Model, next: &Model, parked: &ParkedServers) -> Result<Vec<Step>, NeedsReload> {
     if !live.same_structure(next) {
         return Err(NeedsReload::Structure);
     }
@@ -75,14 +88,16 @@ pub fn plan(
             };
             match old.nodes.iter().find(|o| o.id == node.id) {
                 None => {
-                    if lingering.contains(&(backend.clone(), render::server_name(&node.id))) {
-                        return Err(NeedsReload::Lingering(node.id.clone()));
-                    }
                     ip(node)?;
-                    adds.push(Step::Add {
-                        protocol,
-                        node: node.clone(),
-                    });
+                    let node = node.clone();
+                    match parked.get(&(backend.clone(), render::server_name(&node.id))) {
+                        // `backup` cannot change at run time, and the name is taken.
+                        Some(p) if p.node.backup != node.backup => {
+                            return Err(NeedsReload::Lingering(node.id));
+                        }
+                        Some(_) => adds.push(Step::Revive { protocol, node }),
+                        None => adds.push(Step::Add { protocol, node }),
+                    }
                 }
                 Some(o) if o == node => {}
                 Some(o) if o.backup != node.backup => {
@@ -139,16 +154,24 @@ pub fn plan(
         .collect())
 }
 
-/// What `apply` left behind: removed servers that still had connections, parked in
-/// maintenance until housekeeping can delete them.
+/// What `apply` changed in the set of parked servers.
 #[derive(Debug, Default)]
 pub struct Applied {
-    pub lingering: Vec<(String, String)>,
+    /// Removed servers that still had connections: parked until housekeeping deletes them.
+    pub parked: Vec<((String, String), Parked)>,
+    /// Parked servers brought back into rotation.
+    pub revived: Vec<(String, String)>,
 }
 
-/// Runs the steps against the stats socket. `next` must already mark the added HTTP nodes
-/// as dynamic-cookie nodes, so their options match what the file will say.
-pub fn apply(socket: &StatsSocket, next: &Model, steps: &[Step]) -> Result<Applied, RuntimeError> {
+/// Runs the steps against the stats socket. `live` is what runs before; `next` must
+/// already mark the added HTTP nodes as dynamic-cookie nodes, so their options match what
+/// the file will say.
+pub fn apply(
+    socket: &StatsSocket,
+    live: &Model,
+    next: &Model,
+    steps: &[Step],
+) -> Result<Applied, RuntimeError> {
     let mut applied = Applied::default();
     let lb_of = |protocol: Protocol| next.get(protocol);
     for step in steps {
@@ -156,6 +179,20 @@ pub fn apply(socket: &StatsSocket, next: &Model, steps: &[Step]) -> Result<Appli
             Step::Add { protocol, node } => {
                 let Some(lb) = lb_of(*protocol) else { continue };
                 add(socket, lb, node)?;
+            }
+            Step::Revive { protocol, node } => {
+                let Address::Ip(ip) = node.address else {
+                    continue;
+                };
+                let (backend, server) = (
+                    render::backend_name(*protocol),
+                    render::server_name(&node.id),
+                );
+                socket.set_server_addr(&backend, &server, ip, node.port)?;
+                socket.set_server_weight(&backend, &server, node.weight)?;
+                socket.enable_server(&backend, &server)?;
+                socket.enable_health(&backend, &server)?;
+                applied.revived.push((backend, server));
             }
             Step::SetAddr {
                 protocol,
@@ -186,7 +223,17 @@ pub fn apply(socket: &StatsSocket, next: &Model, steps: &[Step]) -> Result<Appli
                 socket.disable_server(&backend, &server)?;
                 if socket.del_server(&backend, &server).is_err() {
                     // Still serving open connections: out of rotation now, deleted later.
-                    applied.lingering.push((backend, server));
+                    let old = live.get(*protocol);
+                    if let Some(node) = old.and_then(|lb| lb.nodes.iter().find(|n| &n.id == id)) {
+                        let dynamic_cookie = old.is_some_and(|lb| lb.dynamic_cookie.contains(id));
+                        applied.parked.push((
+                            (backend, server),
+                            Parked {
+                                node: node.clone(),
+                                dynamic_cookie,
+                            },
+                        ));
+                    }
                 }
             }
         }
@@ -227,14 +274,11 @@ fn runtime_command(socket: &StatsSocket, cmd: &str) -> Result<(), RuntimeError> 
 }
 
 /// Deletes parked servers that have no connection left; returns those still parked.
-pub fn sweep(
-    socket: &StatsSocket,
-    lingering: &BTreeSet<(String, String)>,
-) -> BTreeSet<(String, String)> {
-    lingering
+pub fn sweep(socket: &StatsSocket, parked: &ParkedServers) -> ParkedServers {
+    parked
         .iter()
-        .filter(|(b, s)| socket.del_server(b, s).is_err())
-        .cloned()
+        .filter(|((b, s), _)| socket.del_server(b, s).is_err())
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -276,11 +320,12 @@ mod tests {
             node("1", "10.0.0.9", 81, 5, false),
             node("3", "10.0.0.3", 80, 1, false),
         ]);
-        let steps = plan(&live, &next, &BTreeSet::new()).unwrap();
+        let steps = plan(&live, &next, &ParkedServers::new()).unwrap();
         let kinds: Vec<&str> = steps
             .iter()
             .map(|s| match s {
                 Step::Add { .. } => "add",
+                Step::Revive { .. } => "revive",
                 Step::SetAddr { .. } => "addr",
                 Step::SetWeight { .. } => "weight",
                 Step::Remove { .. } => "remove",
@@ -293,7 +338,7 @@ mod tests {
     fn backup_flip_is_remove_then_add() {
         let live = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
         let next = model(vec![node("1", "10.0.0.1", 80, 1, true)]);
-        let steps = plan(&live, &next, &BTreeSet::new()).unwrap();
+        let steps = plan(&live, &next, &ParkedServers::new()).unwrap();
         assert!(
             matches!(steps[0], Step::Remove { .. }) && matches!(steps[1], Step::Add { .. }),
             "{steps:?}"
@@ -305,24 +350,48 @@ mod tests {
         let live = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
         let dns = model(vec![node("1", "web.example", 80, 1, false)]);
         assert_eq!(
-            plan(&live, &dns, &BTreeSet::new()),
+            plan(&live, &dns, &ParkedServers::new()),
             Err(NeedsReload::DnsName(NodeId::parse("1").unwrap()))
         );
         let mut other = Model::new();
         other.add_protocol(Protocol::Http, 81).unwrap();
         assert_eq!(
-            plan(&live, &other, &BTreeSet::new()),
+            plan(&live, &other, &ParkedServers::new()),
             Err(NeedsReload::Structure)
         );
+        assert_eq!(plan(&live, &live, &ParkedServers::new()), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_parked_server_comes_back_unless_its_backup_flag_changed() {
+        let live = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
         let next = model(vec![
             node("1", "10.0.0.1", 80, 1, false),
-            node("2", "10.0.0.2", 80, 1, false),
+            node("2", "10.0.0.2", 81, 3, false),
         ]);
-        let parked: BTreeSet<_> = [("http-servers".to_string(), "id-2".to_string())].into();
+        let key = ("http-servers".to_string(), "id-2".to_string());
+        let mut parked = ParkedServers::new();
+        parked.insert(
+            key.clone(),
+            Parked {
+                node: node("2", "10.0.0.9", 80, 1, false),
+                dynamic_cookie: false,
+            },
+        );
+        assert!(matches!(
+            plan(&live, &next, &parked).unwrap()[..],
+            [Step::Revive { .. }]
+        ));
+        parked.insert(
+            key,
+            Parked {
+                node: node("2", "10.0.0.9", 80, 1, true),
+                dynamic_cookie: false,
+            },
+        );
         assert!(matches!(
             plan(&live, &next, &parked),
             Err(NeedsReload::Lingering(_))
         ));
-        assert_eq!(plan(&live, &live, &BTreeSet::new()), Ok(vec![]));
     }
 }
