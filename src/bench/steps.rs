@@ -2,7 +2,7 @@
 //! with the driver's own functions on an otherwise idle HAProxy: `haproxy -c`, the stats
 //! socket reads made before a reload, an fsynced atomic write, and the reload itself split
 //! by a 1 ms probe of the master CLI into "the re-executed master answers" and "the new
-//! worker answers on the stats socket" (what the driver's 10 ms poll waits for).
+//! worker answers on the stats socket" (what the driver's poll waits for).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

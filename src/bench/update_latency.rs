@@ -299,7 +299,7 @@ fn breakdown(
         std::thread::sleep(Duration::from_millis(50));
     }
     out.push(StepTimes::from_durations(
-        "the reload alone, by the driver's code (`Managed::reload`, 10 ms poll)",
+        "the reload alone, by the driver's code (`Managed::reload`, polling every `POLL_INTERVAL`)",
         &reloads,
     ));
     let master = &managed.paths().master_socket;
