@@ -122,6 +122,7 @@ fn env(dir: &std::path::Path) -> RenderEnv {
         pid_file: None,
         socket_owner: None,
         cookie_key: "propertyKey".to_string(),
+        limits: Default::default(),
     }
 }
 

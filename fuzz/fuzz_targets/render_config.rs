@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         pid_file: None,
         socket_owner: None,
         cookie_key: "fuzzKey".to_string(),
+        limits: Default::default(),
     };
     let text = render(&model, &env).expect("a validated model renders");
     assert!(text.chars().all(|c| c == '\n' || !c.is_control()), "control character in:\n{text}");

@@ -176,13 +176,21 @@ impl ConnectionActor {
         self.status.set_last_error("");
     }
 
-    fn job(&mut self, handle: Bytes, data: Bytes, ctx: &mut Context<Self>) {
+    fn assigned(&mut self, handle: Bytes, unique: Bytes, data: Bytes, ctx: &mut Context<Self>) {
+        self.grabs_out = self.grabs_out.saturating_sub(1);
+        self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
+        self.became_healthy();
+        self.job(handle, unique, data, ctx);
+    }
+
+    fn job(&mut self, handle: Bytes, unique: Bytes, data: Bytes, ctx: &mut Context<Self>) {
         self.in_hand += 1;
         self.status.set_state(ConnState::Working);
         self.status.jobs.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             server: self.name.clone(),
             handle: handle.clone(),
+            unique,
             body: data,
         };
         self.telemetry.controller.sent();
@@ -357,11 +365,14 @@ impl ConnectionActor {
                 self.notify_drained();
             }
             Packet::Noop => self.grab(ctx),
-            Packet::JobAssignUniq { handle, data, .. } | Packet::JobAssign { handle, data, .. } => {
-                self.grabs_out = self.grabs_out.saturating_sub(1);
-                self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
-                self.became_healthy();
-                self.job(handle, data, ctx);
+            Packet::JobAssignUniq {
+                handle,
+                unique,
+                data,
+                ..
+            } => self.assigned(handle, unique, data, ctx),
+            Packet::JobAssign { handle, data, .. } => {
+                self.assigned(handle, Bytes::new(), data, ctx)
             }
             // Answers to our heartbeat; a server-side ECHO_REQ has no worker answer, so it is
             // only taken as a sign of life.

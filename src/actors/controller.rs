@@ -30,6 +30,9 @@ pub struct Job {
     /// The job server it came from, for logs.
     pub server: Arc<str>,
     pub handle: Bytes,
+    /// The client's unique id (empty if the job server gave none): the API server knows
+    /// its jobs by it, so every log line of the job carries it.
+    pub unique: Bytes,
     pub body: Bytes,
 }
 
@@ -183,9 +186,11 @@ impl ControllerActor {
         // Values a line shows, not copied per job: the handle is turned into text only
         // when a line is written.
         let handle = job.handle.clone();
+        let unique = job.unique.clone();
         let log = self.log.new(slog::o!(
             "server" => job.server.clone(),
             "handle" => slog::FnValue(move |_| String::from_utf8_lossy(&handle).into_owned()),
+            "unique" => slog::FnValue(move |_| String::from_utf8_lossy(&unique).into_owned()),
         ));
         let ready = |action: Option<Action>, answer: Value| -> ResponseFuture<JobAnswer> {
             Box::pin(futures::future::ready(finish(
@@ -280,10 +285,12 @@ fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Rep
                 Reply::Statistics(stats) => {
                     msg.insert("utc_start".to_string(), Value::from(stats.utc_start));
                     msg.insert("utc_end".to_string(), Value::from(stats.utc_end));
+                    // What the admin server's billing scheduler matches: `http` or `tcp`
+                    // (GALERA bills as tcp), and an integer.
                     let list = stats
                         .usage
                         .into_iter()
-                        .map(|u| serde_json::json!({"protocol": u.protocol.as_str(), "bytes_out": u.bytes_out.to_string()}))
+                        .map(|u| serde_json::json!({"protocol": u.protocol.billing_name(), "bytes_out": u.bytes_out}))
                         .collect();
                     msg.insert("loadBalancers".to_string(), Value::Array(list));
                 }
@@ -317,6 +324,22 @@ fn finish(
     answer: Value,
     started: Instant,
 ) -> JobAnswer {
+    let mut answer = answer;
+    // Secrets the answer echoes are cut out of the error text before the token is masked.
+    let secrets = crate::logging::secrets_in(&answer);
+    let full_error = match &mut answer {
+        Value::Object(msg) => {
+            let full = response::fit_errors(msg);
+            // The reference answered with the token masked; the API server logs answers.
+            for field in crate::logging::SECRET_FIELDS {
+                if let Some(v) = msg.get_mut(*field) {
+                    *v = Value::from(crate::logging::MASK);
+                }
+            }
+            full
+        }
+        _ => None,
+    };
     let passed = response::passed(&answer);
     let elapsed = started.elapsed();
     t.jobs.record(action, passed, elapsed);
@@ -326,12 +349,15 @@ fn finish(
     // As above: the duration's text and the error's copy only when the line is written.
     if log.is_info_enabled() {
         // The answer echoes the request: its secrets must not come back through the error.
+        // The log keeps the whole text; the answer may carry only its first 128 characters.
         let error = crate::logging::redact(
-            answer
-                .get(response::ERROR_FIELD)
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            &crate::logging::secrets_in(&answer),
+            full_error.as_deref().unwrap_or_else(|| {
+                answer
+                    .get(response::ERROR_FIELD)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            }),
+            &secrets,
         );
         info!(log, "job done";
             "action" => action.map(|a| a.as_str()).unwrap_or("-"),

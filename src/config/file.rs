@@ -105,6 +105,16 @@ pub struct HaproxyFile {
     pub reload_cmd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_api: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_statsfile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxconn: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard_stop_after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_old_workers: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]

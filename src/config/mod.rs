@@ -32,6 +32,17 @@ pub const DEFAULT_PREFETCH: usize = 16;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/libra-worker";
 /// Address the load balancers listen on.
 pub const DEFAULT_BIND_ADDRESS: &str = "0.0.0.0";
+/// Connections one load balancer (frontend) accepts: the reference's `maxconn 50000` in
+/// `defaults`, which users relied on.
+pub const DEFAULT_MAXCONN: u32 = 50_000;
+/// Old HAProxy processes (still finishing connections after a reload) kept at most; the
+/// oldest is told to stop when a reload would exceed it. This, not a timer, bounds memory.
+pub const DEFAULT_MAX_OLD_WORKERS: u32 = 10;
+/// Seconds an old process may keep finishing its connections after a reload; 0 = as long
+/// as they last, as the reference's `-sf` reloads did (database sessions last hours).
+pub const DEFAULT_HARD_STOP_AFTER: u64 = 0;
+/// The privilege prefix of service mode when the worker does not run as root.
+pub const DEFAULT_SUDO: &str = "sudo -n";
 /// Prometheus endpoint.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9646";
 /// Seconds between the periodic metrics summary log lines (0 disables them).
@@ -203,6 +214,31 @@ pub struct HaproxySettings {
     pub reload_cmd: Vec<String>,
     /// Apply node-only changes through the stats socket instead of a reload.
     pub runtime_api: bool,
+    /// Service mode: the command prefix of every privileged step (`sudo -n`); empty when
+    /// the worker may do them itself. Commands never go through a shell.
+    pub sudo: Vec<String>,
+    /// The reference worker's METRICS state file, taken over once when the worker's own
+    /// ledger does not exist yet.
+    pub reference_statsfile: Option<PathBuf>,
+    /// `maxconn` of every load balancer (frontend).
+    pub maxconn: u32,
+    /// `hard-stop-after`: how long an old process may finish its connections; None = no limit.
+    pub hard_stop_after: Option<Duration>,
+    /// `mworker-max-reloads`: old processes kept at most; 0 = no limit.
+    pub max_old_workers: u32,
+}
+
+impl HaproxySettings {
+    /// `argv` as a privileged step runs it: behind the `sudo` prefix unless it already
+    /// starts with that program.
+    pub fn privileged(&self, argv: &[String]) -> Vec<String> {
+        match (self.sudo.first(), argv.first()) {
+            (Some(sudo), Some(first)) if sudo != first => {
+                self.sudo.iter().chain(argv).cloned().collect()
+            }
+            _ => argv.to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +396,11 @@ impl Settings {
                     stop_cmd: words(&h.stop_cmd),
                     reload_cmd: words(&h.reload_cmd),
                     runtime_api: Some(h.runtime_api),
+                    sudo: words(&h.sudo),
+                    reference_statsfile: h.reference_statsfile.as_deref().and_then(path),
+                    maxconn: Some(h.maxconn),
+                    hard_stop_after: Some(h.hard_stop_after.map_or(0, |d| d.as_secs())),
+                    max_old_workers: Some(h.max_old_workers),
                 }
             },
             metrics: file::MetricsFile {
@@ -719,12 +760,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
                    v: &Option<String>,
                    default: &str|
      -> Result<Vec<String>, ConfigError> {
-        let words: Vec<String> = v
-            .as_deref()
-            .unwrap_or(default)
-            .split_whitespace()
-            .map(String::from)
-            .collect();
+        let words = program_words(v.as_deref().unwrap_or(default));
         if words.is_empty() {
             return Err(invalid(key, "must name a command"));
         }
@@ -749,22 +785,27 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         statsfile: set(&h.statsfile).unwrap_or_else(|| in_state("metrics.json")),
         stats_socket: set(&h.stats_socket).unwrap_or(stats_socket),
         pid_file: set(&h.pid_file).unwrap_or(pid_file),
-        start_cmd: command(
-            "haproxy.start_cmd",
-            &h.start_cmd,
-            "sudo -n service haproxy start",
-        )?,
-        stop_cmd: command(
-            "haproxy.stop_cmd",
-            &h.stop_cmd,
-            "sudo -n service haproxy stop",
-        )?,
-        reload_cmd: command(
-            "haproxy.reload_cmd",
-            &h.reload_cmd,
-            "sudo -n service haproxy reload",
-        )?,
+        start_cmd: command("haproxy.start_cmd", &h.start_cmd, "service haproxy start")?,
+        stop_cmd: command("haproxy.stop_cmd", &h.stop_cmd, "service haproxy stop")?,
+        reload_cmd: command("haproxy.reload_cmd", &h.reload_cmd, "service haproxy reload")?,
         runtime_api: h.runtime_api.unwrap_or(true),
+        sudo: match h.sudo.as_deref() {
+            Some(prefix) => program_words(prefix),
+            None if mode == HaproxyMode::Service && !nix::unistd::geteuid().is_root() => {
+                program_words(DEFAULT_SUDO)
+            }
+            None => Vec::new(),
+        },
+        reference_statsfile: set(&h.reference_statsfile),
+        maxconn: match h.maxconn.unwrap_or(DEFAULT_MAXCONN) {
+            0 => return Err(invalid("haproxy.maxconn", "must be at least 1")),
+            n => n,
+        },
+        hard_stop_after: match h.hard_stop_after.unwrap_or(DEFAULT_HARD_STOP_AFTER) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        max_old_workers: h.max_old_workers.unwrap_or(DEFAULT_MAX_OLD_WORKERS),
         state_dir,
     };
     for (key, p) in [
@@ -773,7 +814,14 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         ("haproxy.statsfile", &settings.statsfile),
         ("haproxy.stats_socket", &settings.stats_socket),
         ("haproxy.pid_file", &settings.pid_file),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        settings
+            .reference_statsfile
+            .as_ref()
+            .map(|p| ("haproxy.reference_statsfile", p)),
+    ) {
         let text = p.display().to_string();
         // These paths are written into haproxy.cfg: keep them plain.
         if !p.is_absolute()
@@ -788,6 +836,17 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         }
     }
     Ok(settings)
+}
+
+/// A command line split into words (no shell), its program resolved by [`resolve_program`].
+fn program_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = text.split_whitespace().map(String::from).collect();
+    if let Some(first) = words.first_mut() {
+        *first = resolve_program(Path::new(first.as_str()))
+            .display()
+            .to_string();
+    }
+    words
 }
 
 /// A bare program name (`haproxy`) as an absolute path: found on `PATH`, or in the sbin
@@ -1006,7 +1065,15 @@ mod tests {
         assert_eq!(s.gearman.reconnect_sleep, Duration::from_secs(30));
         assert_eq!(s.gearman.keepalive.and_then(|k| k.count), Some(4));
         assert_eq!(s.haproxy.mode, HaproxyMode::Service);
-        assert_eq!(s.haproxy.statsfile, PathBuf::from("/var/log/haproxy.stats"));
+        // The reference's METRICS state is taken over; the worker's own ledger is its own.
+        assert_eq!(
+            s.haproxy.reference_statsfile,
+            Some(PathBuf::from("/var/log/haproxy.stats"))
+        );
+        assert_eq!(
+            s.haproxy.statsfile,
+            PathBuf::from(DEFAULT_STATE_DIR).join("metrics.json")
+        );
         assert_eq!(
             s.haproxy.config_file,
             PathBuf::from("/etc/haproxy/haproxy.cfg")
@@ -1016,7 +1083,100 @@ mod tests {
             s.worker.pid,
             Some(PathBuf::from("/var/run/libra/libra_worker.pid"))
         );
-        assert!(s.warnings.iter().any(|w| w.contains("admin_api")));
+        let ignored: Vec<_> = s.warnings.iter().filter(|w| w.contains("ignored")).collect();
+        assert_eq!(ignored.len(), 1, "{:?}", s.warnings);
+        assert!(ignored[0].contains("[admin_api]"), "{ignored:?}");
+    }
+
+    #[test]
+    fn ini_defaults_are_the_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "a.cfg", "[gearman]\nservers = a:1\n");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.haproxy.mode, HaproxyMode::Service);
+        assert_eq!(
+            s.haproxy.config_file,
+            PathBuf::from("/etc/haproxy/haproxy.cfg")
+        );
+        assert_eq!(s.haproxy.logfile, PathBuf::from("/var/log/haproxy.log"));
+        assert_eq!(
+            s.haproxy.reference_statsfile,
+            Some(PathBuf::from(reference_ini::REFERENCE_STATSFILE))
+        );
+        assert!(s.haproxy.reload_cmd.ends_with(&["haproxy".to_string(), "reload".to_string()]));
+        assert!(s.haproxy.reload_cmd[0].ends_with("service"), "{:?}", s.haproxy.reload_cmd);
+        let p = write(&dir, "b.cfg", "[worker:haproxy]\nservice = UBUNTU\n");
+        assert_eq!(
+            Settings::load_with_env(&p, &[]).unwrap().haproxy.mode,
+            HaproxyMode::Service
+        );
+        let p = write(&dir, "c.cfg", "[worker:haproxy]\nservice = redhat\n");
+        let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
+        assert!(err.contains("service = redhat"), "{err}");
+        // Our own [haproxy] section in the INI still chooses managed mode.
+        let p = write(&dir, "d.cfg", "[haproxy]\nmode = managed\n");
+        assert_eq!(
+            Settings::load_with_env(&p, &[]).unwrap().haproxy.mode,
+            HaproxyMode::Managed
+        );
+        // The native format keeps managed mode and no reference state by default.
+        let p = write(&dir, "e.toml", "");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.haproxy.mode, HaproxyMode::Managed);
+        assert_eq!(s.haproxy.reference_statsfile, None);
+        assert!(s.haproxy.sudo.is_empty());
+    }
+
+    #[test]
+    fn privileged_steps_go_through_the_sudo_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "s.toml",
+            "[haproxy]\nmode = \"service\"\nsudo = \"/usr/bin/sudo -n\"\n",
+        );
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.haproxy.sudo, ["/usr/bin/sudo", "-n"]);
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            s.haproxy.privileged(&argv(&["/bin/mv", "a", "b"])),
+            argv(&["/usr/bin/sudo", "-n", "/bin/mv", "a", "b"])
+        );
+        // A command written with sudo already is not wrapped twice.
+        assert_eq!(
+            s.haproxy.privileged(&argv(&["/usr/bin/sudo", "-n", "x"])),
+            argv(&["/usr/bin/sudo", "-n", "x"])
+        );
+        let p = write(&dir, "n.toml", "[haproxy]\nmode = \"service\"\nsudo = \"\"\n");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert!(s.haproxy.sudo.is_empty());
+        assert_eq!(
+            s.haproxy.privileged(&argv(&["/bin/mv", "a", "b"])),
+            argv(&["/bin/mv", "a", "b"])
+        );
+    }
+
+    #[test]
+    fn haproxy_limits_have_the_references_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "e.toml", "");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(s.haproxy.maxconn, 50_000);
+        assert_eq!(s.haproxy.hard_stop_after, None);
+        assert_eq!(s.haproxy.max_old_workers, DEFAULT_MAX_OLD_WORKERS);
+        let p = write(
+            &dir,
+            "s.toml",
+            "[haproxy]\nmaxconn = 10\nhard_stop_after = 3600\nmax_old_workers = 1\n",
+        );
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert_eq!(
+            (s.haproxy.maxconn, s.haproxy.hard_stop_after, s.haproxy.max_old_workers),
+            (10, Some(Duration::from_secs(3600)), 1)
+        );
+        let p = write(&dir, "z.toml", "[haproxy]\nmaxconn = 0\n");
+        let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("haproxy.maxconn:"), "{err}");
     }
 
     #[test]
@@ -1030,6 +1190,19 @@ mod tests {
         );
         let p = write(&dir, "b.cfg", "[gearmen]\nservers = a:1\n");
         let err = Settings::load_with_env(&p, &[]).unwrap_err().to_string();
-        assert!(err.contains("[gearmen]"), "{err}");
+        assert!(
+            err.contains("[gearmen]") && err.contains("did you mean [gearman]"),
+            "{err}"
+        );
+        // Another service's section, however odd, is not ours to refuse.
+        let p = write(&dir, "c.cfg", "[keystone]\n[mysql1]\nport = 3306\n[worker:other]\nx = 1\n");
+        let s = Settings::load_with_env(&p, &[]).unwrap();
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("[keystone]") && w.contains("[mysql1]")),
+            "{:?}",
+            s.warnings
+        );
     }
 }

@@ -1,7 +1,11 @@
 //! Reads the reference (Python) worker's INI file unchanged and maps it onto the native
 //! configuration shape: `[DEFAULT]`, `[gearman]`, `[worker]` and `[worker:haproxy]`,
-//! plus our own sections under their native names. Sections that belong to other Libra
-//! services (the same file often served them all) are ignored with a warning.
+//! plus our own sections under their native names. One `libra.cfg` usually serves every
+//! Libra service: sections and `[DEFAULT]` keys the worker does not know are ignored, as
+//! oslo.config ignores them, and listed in one warning; a section name one or two letters
+//! away from one of ours is a typo and an error, as is an unknown key in our sections.
+//! Defaults are the reference's: HAProxy belongs to the distribution (service mode) and
+//! its METRICS state file is `/var/log/haproxy.stats`.
 
 use std::collections::BTreeMap;
 
@@ -12,16 +16,26 @@ use super::file::{
 };
 use super::ConfigError;
 
-/// Sections of a shared `libra.cfg` that configure other Libra services, not the worker.
-const OTHER_LIBRA_SECTIONS: &[&str] = &[
-    "api",
-    "admin_api",
-    "mgm",
-    "pool_mgm",
-    "billing",
-    "keystone_authtoken",
-    "mysql",
+/// The sections the worker reads; any other is another service's and ignored.
+const WORKER_SECTIONS: &[&str] = &[
+    "DEFAULT",
+    "gearman",
+    "worker",
+    "worker:haproxy",
+    "haproxy",
+    "log",
+    "metrics",
+    "limits",
 ];
+
+/// `[DEFAULT]` keys the worker reads.
+const DEFAULT_KEYS: &[&str] = &["daemon", "user", "group", "verbose", "debug"];
+
+/// The reference's `[worker:haproxy] service` values: the OS-services classes it knew.
+const SERVICES: &[&str] = &["ubuntu"];
+
+/// The reference's `[worker:haproxy] statsfile` default.
+pub const REFERENCE_STATSFILE: &str = "/var/log/haproxy.stats";
 
 /// `[DEFAULT]` keys the worker understands. Others are common oslo options of the
 /// other services and are ignored with a warning.
@@ -65,6 +79,8 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
     // init system.
     let mut service: Option<config::Value> = None;
     let mut haproxy_native: Option<HaproxyFile> = None;
+    let mut reference_statsfile: Option<String> = None;
+    let mut ignored: Vec<String> = Vec::new();
     for (name, value) in sections {
         let section = |e: config::ConfigError| ConfigError::Section {
             section: name.clone(),
@@ -73,11 +89,12 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
         match name.as_str() {
             "DEFAULT" => {
                 let table = value.clone().into_table().map_err(section)?;
-                for key in table.keys() {
-                    if !["daemon", "user", "group", "verbose", "debug"].contains(&key.as_str()) {
-                        warnings.push(format!("[DEFAULT] {key} is not a worker option; ignored"));
-                    }
-                }
+                ignored.extend(
+                    table
+                        .keys()
+                        .filter(|k| !DEFAULT_KEYS.contains(&k.as_str()))
+                        .map(|k| format!("[DEFAULT] {k}")),
+                );
                 default = value.try_deserialize().map_err(section)?;
             }
             "gearman" => out.gearman = value.try_deserialize::<GearmanFile>().map_err(section)?,
@@ -85,6 +102,11 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
             "worker:haproxy" => {
                 let mut table = value.into_table().map_err(section)?;
                 service = table.remove("service");
+                reference_statsfile = table
+                    .remove("statsfile")
+                    .map(|v| v.into_string())
+                    .transpose()
+                    .map_err(section)?;
                 worker_haproxy = config::Value::new(None, config::ValueKind::Table(table))
                     .try_deserialize()
                     .map_err(section)?;
@@ -93,18 +115,22 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
             "log" => out.log = value.try_deserialize::<LogFile>().map_err(section)?,
             "metrics" => out.metrics = value.try_deserialize::<MetricsFile>().map_err(section)?,
             "limits" => out.limits = value.try_deserialize::<LimitsFile>().map_err(section)?,
-            other if OTHER_LIBRA_SECTIONS.contains(&other) => {
-                warnings.push(format!(
-                    "section [{other}] configures another Libra service; ignored"
-                ));
-            }
             other => {
-                return Err(ConfigError::Section {
-                    section: other.to_string(),
-                    problem: "unknown section".to_string(),
-                })
+                if let Some(ours) = misspelt(other) {
+                    return Err(ConfigError::Section {
+                        section: other.to_string(),
+                        problem: format!("unknown section; did you mean [{ours}]?"),
+                    });
+                }
+                ignored.push(format!("[{other}]"));
             }
         }
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "ignored (other Libra services' settings): {}",
+            ignored.join(", ")
+        ));
     }
 
     out.worker = WorkerFile {
@@ -137,15 +163,45 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
     if let Some(native) = haproxy_native {
         merge_haproxy(&mut haproxy, native);
     }
-    if haproxy.mode.is_none() && service.is_some() {
-        // The reference's `service = ubuntu`: HAProxy is run by the distribution's scripts.
+    if haproxy.mode.is_none() {
+        // The reference's `service` (default `ubuntu`): HAProxy is the distribution's,
+        // run by its service scripts.
+        let name = match service {
+            None => "ubuntu".to_string(),
+            Some(v) => v.into_string().map_err(|e| ConfigError::Section {
+                section: "worker:haproxy".to_string(),
+                problem: e.to_string(),
+            })?,
+        };
+        if !SERVICES.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::Section {
+                section: "worker:haproxy".to_string(),
+                problem: format!(
+                    "service = {name}: unknown service ({})",
+                    SERVICES.join(", ")
+                ),
+            });
+        }
         haproxy.mode = Some("service".to_string());
+    }
+    if haproxy.reference_statsfile.is_none() {
+        haproxy.reference_statsfile =
+            Some(reference_statsfile.unwrap_or_else(|| REFERENCE_STATSFILE.to_string()));
     }
     out.haproxy = haproxy;
     Ok(IniRead {
         config: out,
         warnings,
     })
+}
+
+/// The worker's section that `name` is probably a typo of.
+fn misspelt(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    WORKER_SECTIONS
+        .iter()
+        .find(|ours| strsim::damerau_levenshtein(&lower, &ours.to_ascii_lowercase()) <= 2)
+        .copied()
 }
 
 /// Fills the fields of `into` that are unset from `from`.
@@ -166,6 +222,11 @@ fn merge_haproxy(into: &mut HaproxyFile, from: HaproxyFile) {
         start_cmd,
         stop_cmd,
         reload_cmd,
-        runtime_api
+        runtime_api,
+        sudo,
+        reference_statsfile,
+        maxconn,
+        hard_stop_after,
+        max_old_workers
     );
 }

@@ -5,6 +5,18 @@
 use std::fmt;
 use std::net::IpAddr;
 
+/// Highest node weight (the reference's limit).
+pub const MAX_WEIGHT: u16 = 256;
+/// Longest health-check interval or timeout, in seconds (one day).
+pub const MAX_MONITOR_SECONDS: u32 = 86_400;
+/// Most consecutive checks needed to change a node's state.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest client, server or connect timeout, in milliseconds (one day; the API server
+/// allows up to 1,000,000). 0 means no timeout, as HAProxy reads it.
+pub const MAX_TIMEOUT_MS: u32 = 86_400_000;
+/// Most connection retries (the API server's limit).
+pub const MAX_RETRIES: u32 = 256;
+
 /// A load balancer's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -38,6 +50,22 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Tcp | Protocol::Galera => "tcp",
+        }
+    }
+
+    /// The name METRICS reports usage under: `http` or `tcp` (GALERA is billed as tcp).
+    /// The admin server's billing scheduler lower-cases the load balancer's protocol, maps
+    /// anything but `http` to `tcp` and keeps only entries that match exactly.
+    pub fn billing_name(self) -> &'static str {
+        self.section_prefix()
+    }
+
+    /// The protocol a load balancer's usage is kept under: GALERA shares TCP's backend
+    /// and its bill.
+    pub fn billing(self) -> Protocol {
+        match self {
+            Protocol::Galera => Protocol::Tcp,
+            other => other,
         }
     }
 
@@ -156,7 +184,8 @@ impl fmt::Display for Address {
     }
 }
 
-/// A text field such as a load balancer's name: no white space, no control characters.
+/// A text field that reaches a file name or an object path (ARCHIVE's container and
+/// load balancer id): no white space, no control characters, at most 128 bytes.
 pub fn check_plain_text(field: &str, s: &str) -> Result<(), InvalidValue> {
     if s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(InvalidValue(format!(
@@ -167,7 +196,13 @@ pub fn check_plain_text(field: &str, s: &str) -> Result<(), InvalidValue> {
     Ok(())
 }
 
-/// A health-check URL path: starts with '/', URL characters only.
+/// Longest health-check path accepted. The API server allows 2000 characters.
+pub const MAX_PATH_LEN: usize = 2048;
+
+/// A health-check URL path as the API server sends it: a leading '/', then RFC 3986
+/// characters only (unreserved, reserved and '%'), so `'`, `#` and `$` may all appear and
+/// the renderer quotes them. White space, control characters, `"`, `\`, `<`, `>` and the
+/// like never do: the API server percent-encodes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlPath(String);
 
@@ -179,10 +214,9 @@ impl UrlPath {
         } else {
             format!("/{s}")
         };
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!&()*+,;=:@/%?".contains(&b);
-        if path.len() > 1024 || !path.bytes().all(allowed) {
+        if path.len() > MAX_PATH_LEN || !path.bytes().all(is_uri_byte) {
             return Err(InvalidValue(format!(
-                "Invalid monitor path {}: use URL path characters only (no white space, quotes, '#', '$' or '\\')",
+                "Invalid monitor path {}: percent-encode anything but URL characters (at most {MAX_PATH_LEN})",
                 quoted(s)
             )));
         }
@@ -192,6 +226,11 @@ impl UrlPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// RFC 3986 unreserved and reserved characters, and '%' of a percent-encoding.
+fn is_uri_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
 }
 
 /// Quotes a user value for an error message, escaping anything unprintable.
@@ -359,9 +398,14 @@ mod tests {
             UrlPath::parse("/a/b?c=d&e=%20").unwrap().as_str(),
             "/a/b?c=d&e=%20"
         );
-        for bad in ["/a b", "/a\nb", "/a#b", "/\"x", "/${HOME}", "/a\\b", "/a'b"] {
+        // Everything the API server's `quote(path, "/~+*,;:!$'[]()?&=#%")` lets through.
+        let api = "/~+*,;:!$'[]()?&=#%20a-b_c.d@e";
+        assert_eq!(UrlPath::parse(api).unwrap().as_str(), api);
+        assert!(UrlPath::parse(&format!("/{}", "a".repeat(1999))).is_ok());
+        for bad in ["/a b", "/a\nb", "/\"x", "/a\\b", "/<x>", "/a{b}", "/a|b", "/a^b", "/a`b"] {
             assert!(UrlPath::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(UrlPath::parse(&format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::request::kind_of;
 use super::response;
 use crate::config::Limits;
 use crate::drivers::{
-    check_plain_text, quoted, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId,
-    Protocol, Timeouts, UrlPath,
+    quoted, MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol,
+    Timeouts, UrlPath,
 };
 
 pub const LB_LIST_FIELD: &str = "loadBalancers";
@@ -88,13 +88,11 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
         }
         Some(other) => return Err(format!("Unsupported protocol: {}", kind_of(other))),
     };
+    // The user's free text (any characters, up to 128 in the API server): echoed, never
+    // refused, never written into the configuration.
     let name = match lb.get("name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(n)) => {
-            check_plain_text("load balancer name", n).map_err(|e| e.0)?;
-            Some(n.clone())
-        }
-        Some(other) => return Err(format!("Invalid load balancer name: {}", kind_of(other))),
+        Some(Value::String(n)) => Some(n.clone()),
+        _ => None,
     };
     let port = match lb.get("port") {
         None | Some(Value::Null) => protocol
@@ -181,9 +179,10 @@ fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
         Some(other) => return Err(format!("Invalid monitor type: {}", kind_of(other))),
         None => return Err("Missing monitor value 'type'".to_string()),
     };
-    let delay = int_in(m.get("delay"), "delay", 1, 86_400)?;
-    let timeout = int_in(m.get("timeout"), "timeout", 1, 86_400)?;
-    let attempts = int_in(m.get("attempts"), "attempts", 1, 100)?;
+    let seconds = MAX_MONITOR_SECONDS.into();
+    let delay = int_in(m.get("delay"), "delay", 1, seconds)?;
+    let timeout = int_in(m.get("timeout"), "timeout", 1, seconds)?;
+    let attempts = int_in(m.get("attempts"), "attempts", 1, MAX_ATTEMPTS.into())?;
     if timeout > delay {
         return Err("Timeout cannot be greater than delay".to_string());
     }
@@ -207,9 +206,10 @@ fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
 
 fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
     let d = Timeouts::default();
+    // The API server forwards 0 (no timeout) .. 1,000,000 ms and 0..256 retries.
     let ms = |field: &str, default: u32| match o.get(field) {
         None | Some(Value::Null) => Ok(default),
-        v => int_in(v, field, 1, 86_400_000),
+        v => int_in(v, field, 0, MAX_TIMEOUT_MS.into()),
     };
     Ok(Timeouts {
         client_ms: ms("client_timeout", d.client_ms)?,
@@ -217,7 +217,7 @@ fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
         connect_ms: ms("connect_timeout", d.connect_ms)?,
         retries: match o.get("connect_retries") {
             None | Some(Value::Null) => d.retries,
-            v => int_in(v, "connect_retries", 0, 100)?,
+            v => int_in(v, "connect_retries", 0, MAX_RETRIES.into())?,
         },
     })
 }
@@ -243,8 +243,8 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
         Some(v) => {
             let w =
                 integer(v).ok_or_else(|| format!("Non-integer 'weight' value: {}", shown(v)))?;
-            if w > 256 {
-                return Err(format!("Server 'weight' {w} exceeds max of 256"));
+            if w > i64::from(MAX_WEIGHT) {
+                return Err(format!("Server 'weight' {w} exceeds max of {MAX_WEIGHT}"));
             }
             if w < 1 {
                 return Err(format!("Server 'weight' {w} is below the minimum of 1"));
@@ -504,10 +504,6 @@ mod tests {
         ))
         .unwrap_err()
         .starts_with("Invalid node id"));
-        let v = json!({"loadBalancers": [{"protocol": "HTTP", "name": "a\nb", "nodes": []}]});
-        assert!(run(v)
-            .unwrap_err()
-            .starts_with("Invalid load balancer name"));
         let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
             "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2, "path": "/x\n    stats enable"}}]});
         assert!(run(v).unwrap_err().starts_with("Invalid monitor path"));
@@ -569,5 +565,43 @@ mod tests {
         assert!(parse(&mut m, &limits)
             .unwrap_err()
             .contains("limits.max_nodes"));
+    }
+
+    #[test]
+    fn what_the_api_server_sends_is_never_refused() {
+        // Free-text names, the whole option ranges, paths as the API server encodes them.
+        let name = "my lb — ünïcode \"quoted\" #not a comment\n${HOME}";
+        let v = json!({"loadBalancers": [{
+            "name": name, "protocol": "HTTP", "port": 80,
+            "nodes": [{"id": 1, "address": "10.0.0.1", "port": 80}],
+            "monitor": {"type": "HTTP", "delay": 3600, "timeout": 3600, "attempts": 10,
+                        "path": "/~+*,;:!$'[]()?&=#%41"},
+            "options": {"client_timeout": 0, "server_timeout": 1_000_000,
+                        "connect_timeout": 0, "connect_retries": 256}}]});
+        let lbs = run(v).unwrap();
+        assert_eq!(lbs[0].name.as_deref(), Some(name));
+        assert_eq!(
+            lbs[0].timeouts,
+            Timeouts {
+                client_ms: 0,
+                server_ms: 1_000_000,
+                connect_ms: 0,
+                retries: 256
+            }
+        );
+        assert_eq!(
+            lbs[0].monitor.as_ref().unwrap().path.as_str(),
+            "/~+*,;:!$'[]()?&=#%41"
+        );
+        // A name of another JSON type is echoed and ignored, as the reference did.
+        let v = json!({"loadBalancers": [{"name": 7, "protocol": "TCP", "port": 9, "nodes": []}]});
+        assert_eq!(run(v).unwrap()[0].name, None);
+        let long = format!("/{}", "a".repeat(1999));
+        let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
+            "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2, "path": long}}]});
+        assert!(run(v).is_ok());
+        let v = json!({"loadBalancers": [{"protocol": "HTTP", "nodes": [],
+            "options": {"connect_retries": 257}}]});
+        assert!(run(v).unwrap_err().contains("connect_retries"));
     }
 }

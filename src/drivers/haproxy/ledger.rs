@@ -3,6 +3,8 @@
 //! Tying each baseline to a worker pid is what makes double counting impossible: a counter
 //! is only ever subtracted from a value of the same process. The state is a small JSON file
 //! replaced atomically (`files::write_atomic`) before any figure leaves this module.
+//! Usage is kept per billing protocol (`http`, `tcp`; GALERA bills as tcp). The reference
+//! worker's own state file can be taken over once, when an appliance switches workers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -43,6 +45,10 @@ pub enum LedgerError {
         path: PathBuf,
         source: super::files::FileError,
     },
+    #[error("Cannot read the reference worker's METRICS state {}: {source}", path.display())]
+    ReadReference { path: PathBuf, source: io::Error },
+    #[error("The reference worker's METRICS state {} is not as it wrote it ({reason})", path.display())]
+    CorruptReference { path: PathBuf, reason: String },
     /// A driver bug: two counters for one load balancer would be counted twice.
     #[error("Two byte counters given for the {0} load balancer")]
     DuplicateSample(Protocol),
@@ -124,12 +130,20 @@ impl Ledger {
                 .map_err(|e| corrupt(format!("bad last_end '{}': {e}", end.escape_debug())))?;
         }
         let mut entries = BTreeMap::new();
+        let mut seen = Vec::new();
         for (name, entry) in file.protocols {
-            let protocol = Protocol::parse(&name)
+            let named = Protocol::parse(&name)
                 .ok_or_else(|| corrupt(format!("unknown protocol '{}'", name.escape_debug())))?;
-            if entries.insert(protocol, entry).is_some() {
-                return Err(corrupt(format!("protocol {protocol} listed twice")));
+            if seen.contains(&named) {
+                return Err(corrupt(format!("protocol {named} listed twice")));
             }
+            seen.push(named);
+            // Files of earlier versions kept GALERA apart from TCP, whose bill it shares.
+            let merged = match entries.get(&named.billing()) {
+                None => entry,
+                Some(other) => merge(*other, entry),
+            };
+            entries.insert(named.billing(), merged);
         }
         Ok(Ledger {
             path: path.to_path_buf(),
@@ -138,6 +152,81 @@ impl Ledger {
                 entries,
             },
         })
+    }
+
+    /// Creates the ledger at `path` from the reference worker's state file `reference`, so
+    /// that the first report bills exactly what the reference had not: its baselines
+    /// (`last_*_bytes_out`, the counters at its last report) and its saved totals
+    /// (`unreported_*_bytes_out`, counted before HAProxy stopped or restarted, and holding
+    /// the baseline). `pids` gives the HAProxy process now counting for each protocol; a
+    /// protocol without one is taken to count from zero in whatever process comes next.
+    pub fn import_reference(
+        path: &Path,
+        reference: &Path,
+        pids: &[(Protocol, u32)],
+    ) -> Result<Ledger, LedgerError> {
+        let text = fs::read(reference).map_err(|source| LedgerError::ReadReference {
+            path: reference.to_path_buf(),
+            source,
+        })?;
+        let corrupt = |reason: String| LedgerError::CorruptReference {
+            path: reference.to_path_buf(),
+            reason,
+        };
+        let old: ReferenceState =
+            serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        let last_end = match old.end.as_deref() {
+            None => None,
+            Some(end) => Some(
+                parse_python_datetime(end)
+                    .ok_or_else(|| corrupt(format!("bad end '{}'", end.escape_debug())))?
+                    .format(TIME_FORMAT)
+                    .to_string(),
+            ),
+        };
+        let mut entries = BTreeMap::new();
+        for (protocol, last, unreported) in [
+            (
+                Protocol::Http,
+                old.last_http_bytes_out,
+                old.unreported_http_bytes_out,
+            ),
+            (
+                Protocol::Tcp,
+                old.last_tcp_bytes_out,
+                old.unreported_tcp_bytes_out,
+            ),
+        ] {
+            if last == 0 && unreported == 0 {
+                continue;
+            }
+            let pid = pids
+                .iter()
+                .find(|(p, _)| p.billing() == protocol)
+                .map_or(0, |(_, pid)| *pid);
+            // The reference billed `unreported + current - last`: with saved totals the
+            // process now counting started from zero after they were saved.
+            let entry = if unreported > 0 {
+                Entry {
+                    pid,
+                    bout: 0,
+                    unreported: unreported.saturating_sub(last),
+                }
+            } else {
+                Entry {
+                    pid,
+                    bout: last,
+                    unreported: 0,
+                }
+            };
+            entries.insert(protocol, entry);
+        }
+        let mut ledger = Ledger {
+            path: path.to_path_buf(),
+            state: State::default(),
+        };
+        ledger.commit(State { last_end, entries })?;
+        Ok(ledger)
     }
 
     /// Reports the bytes out of every sampled load balancer since the last report, plus the
@@ -149,10 +238,11 @@ impl Ledger {
         now: DateTime<Utc>,
         samples: &[Sample],
     ) -> Result<Statistics, LedgerError> {
-        check_unique(samples)?;
+        let samples = billed(samples);
+        check_unique(&samples)?;
         let mut next = self.state.clone();
         let mut usage = BTreeMap::new();
-        for sample in samples {
+        for sample in &samples {
             let old = next.entries.get(&sample.protocol);
             let delta = Entry::delta(old, sample);
             let unreported = old.map_or(0, |e| e.unreported);
@@ -175,7 +265,12 @@ impl Ledger {
             }
         }
         let now = format_utc(now);
-        let utc_start = next.last_end.clone().unwrap_or_else(|| now.clone());
+        // As the reference: the period starts just after the previous one ended.
+        let utc_start = next
+            .last_end
+            .as_deref()
+            .and_then(just_after)
+            .unwrap_or_else(|| now.clone());
         // A clock stepped back must not give a period that ends before it starts.
         let utc_end = if now < utc_start {
             utc_start.clone()
@@ -202,9 +297,10 @@ impl Ledger {
     /// the new baselines; called before every stop or reload, whose new worker process
     /// counts from zero again.
     pub fn save_before_stop(&mut self, samples: &[Sample]) -> Result<(), LedgerError> {
-        check_unique(samples)?;
+        let samples = billed(samples);
+        check_unique(&samples)?;
         let mut next = self.state.clone();
-        for sample in samples {
+        for sample in &samples {
             let old = next.entries.get(&sample.protocol);
             let delta = Entry::delta(old, sample);
             let unreported = old.map_or(0, |e| e.unreported).saturating_add(delta);
@@ -249,6 +345,57 @@ impl Ledger {
         self.state = next;
         Ok(())
     }
+}
+
+/// The reference worker's state file (`libra/worker/drivers/haproxy/stats.py`): missing
+/// fields read as zero, as it read them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReferenceState {
+    end: Option<String>,
+    last_http_bytes_out: u64,
+    last_tcp_bytes_out: u64,
+    unreported_http_bytes_out: u64,
+    unreported_tcp_bytes_out: u64,
+}
+
+/// Python's `str(datetime)`: `2014-01-09 15:11:45.704754`, without the fraction when it
+/// is zero.
+fn parse_python_datetime(text: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S"))
+        .ok()
+}
+
+/// Two entries of one bill: the saved bytes add up; the baseline is the one further along
+/// (the other belonged to a process that is gone).
+fn merge(a: Entry, b: Entry) -> Entry {
+    let base = if b.bout > a.bout { b } else { a };
+    Entry {
+        unreported: a.unreported.saturating_add(b.unreported),
+        ..base
+    }
+}
+
+/// The samples keyed by the protocol they are billed under.
+fn billed(samples: &[Sample]) -> Vec<Sample> {
+    samples
+        .iter()
+        .map(|s| Sample {
+            protocol: s.protocol.billing(),
+            ..*s
+        })
+        .collect()
+}
+
+/// One microsecond after `time` (a stored period end), in the same format.
+fn just_after(time: &str) -> Option<String> {
+    let t = NaiveDateTime::parse_from_str(time, TIME_FORMAT).ok()?;
+    Some(
+        (t + chrono::Duration::microseconds(1))
+            .format(TIME_FORMAT)
+            .to_string(),
+    )
 }
 
 fn check_unique(samples: &[Sample]) -> Result<(), LedgerError> {
@@ -337,11 +484,12 @@ mod tests {
         ledger.report(at(15, 0, 0, 1), &[http(100, 5000)]).unwrap();
         let second = ledger.report(at(16, 0, 0, 2), &[http(100, 5000)]).unwrap();
         assert_eq!(bytes(&second, Protocol::Http), Some(0));
-        assert_eq!(second.utc_start, "2014-01-09 15:00:00.000001");
+        // The reference's rule: a period starts one microsecond after the last one ended.
+        assert_eq!(second.utc_start, "2014-01-09 15:00:00.000002");
         assert_eq!(second.utc_end, "2014-01-09 16:00:00.000002");
         let third = ledger.report(at(17, 0, 0, 0), &[http(100, 5123)]).unwrap();
         assert_eq!(bytes(&third, Protocol::Http), Some(123));
-        assert_eq!(third.utc_start, second.utc_end);
+        assert_eq!(third.utc_start, "2014-01-09 16:00:00.000003");
         assert_eq!(third.utc_end, "2014-01-09 17:00:00.000000");
     }
 
@@ -460,12 +608,12 @@ mod tests {
         );
         let mut ledger = Ledger::load(&path).unwrap();
         let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 3)]).unwrap();
-        assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000042");
+        assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000043");
         assert_eq!(bytes(&stats, Protocol::Http), Some(203));
         let mut ledger = Ledger::load(&path).unwrap();
         let again = ledger.report(at(17, 0, 0, 0), &[http(200, 3)]).unwrap();
         assert_eq!(bytes(&again, Protocol::Http), Some(0));
-        assert_eq!(again.utc_start, stats.utc_end);
+        assert_eq!(again.utc_start, "2014-01-09 16:00:00.000001");
         assert!(!path.with_file_name("metrics.json.tmp").exists());
     }
 
@@ -495,7 +643,7 @@ mod tests {
         let stats = ledger.report(t, &[]).unwrap();
         assert_eq!(stats.utc_end, "2014-01-09 10:00:00.000001");
         let back = ledger.report(at(8, 0, 0, 0), &[]).unwrap();
-        assert_eq!(back.utc_start, "2014-01-09 10:00:00.000001");
+        assert_eq!(back.utc_start, "2014-01-09 10:00:00.000002");
         assert_eq!(back.utc_end, back.utc_start);
     }
 
@@ -559,5 +707,121 @@ mod tests {
         let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 10)]).unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(10));
         assert_eq!(stats.utc_start, "2014-01-09 16:00:00.000000");
+    }
+
+    #[test]
+    fn galera_is_billed_as_tcp() {
+        let (_dir, path, mut ledger) = fresh();
+        let galera = |pid, bout| Sample {
+            protocol: Protocol::Galera,
+            pid,
+            bout,
+        };
+        ledger.report(at(15, 0, 0, 0), &[galera(100, 1000)]).unwrap();
+        // The tcp load balancer turns from GALERA into TCP: one reload, one bill.
+        ledger.save_before_stop(&[galera(100, 1500)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[tcp(200, 40)]).unwrap();
+        assert_eq!(
+            stats.usage,
+            vec![Usage {
+                protocol: Protocol::Tcp,
+                bytes_out: 540
+            }]
+        );
+        assert!(!fs::read_to_string(&path).unwrap().contains("GALERA"));
+    }
+
+    #[test]
+    fn files_that_kept_galera_apart_are_merged_into_tcp() {
+        let (_dir, path, _) = fresh();
+        fs::write(
+            &path,
+            r#"{"version":1,"last_end":null,"protocols":{
+                "GALERA":{"pid":100,"bout":1500,"unreported":500},
+                "TCP":{"pid":200,"bout":40,"unreported":7}}}"#,
+        )
+        .unwrap();
+        let mut ledger = Ledger::load(&path).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[tcp(100, 1600)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Tcp), Some(100 + 507));
+    }
+
+    fn reference_file(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("haproxy.stats");
+        fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_reference_state_is_taken_over_exactly() {
+        let (dir, path, _) = fresh();
+        // Reported at 15:11:45 with HAProxy at 5000 (http) and 70 (tcp) bytes out.
+        let reference = reference_file(
+            dir.path(),
+            r#"{"start": "2014-01-09 14:11:45.000001", "end": "2014-01-09 15:11:45.704754",
+                "last_tcp_bytes_out": 70, "last_http_bytes_out": 5000,
+                "unreported_tcp_bytes_out": 0, "unreported_http_bytes_out": 0}"#,
+        );
+        let mut ledger = Ledger::import_reference(
+            &path,
+            &reference,
+            &[(Protocol::Http, 100), (Protocol::Tcp, 100)],
+        )
+        .unwrap();
+        // The same HAProxy process kept counting: only what came after the report is billed.
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 5300), tcp(100, 71)])
+            .unwrap();
+        assert_eq!(stats.utc_start, "2014-01-09 15:11:45.704755");
+        assert_eq!(bytes(&stats, Protocol::Http), Some(300));
+        assert_eq!(bytes(&stats, Protocol::Tcp), Some(1));
+        let next = ledger
+            .report(at(17, 0, 0, 0), &[http(100, 5300), tcp(100, 71)])
+            .unwrap();
+        assert_eq!(bytes(&next, Protocol::Http), Some(0));
+        // The file is ours from now on.
+        let again = Ledger::load(&path).unwrap();
+        assert_eq!(again.state, ledger.state);
+    }
+
+    #[test]
+    fn the_references_saved_totals_are_billed_once() {
+        let (dir, path, _) = fresh();
+        // The reference reported at 1500, then HAProxy restarted at 2000 (saved total
+        // 2000); the new process has sent 40 bytes since. The reference would bill
+        // 2000 + 40 - 1500 = 540.
+        let reference = reference_file(
+            dir.path(),
+            r#"{"start": "2014-01-09 14:00:00", "end": "2014-01-09 15:00:00",
+                "last_http_bytes_out": 1500, "unreported_http_bytes_out": 2000}"#,
+        );
+        let mut ledger =
+            Ledger::import_reference(&path, &reference, &[(Protocol::Http, 200)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 40)]).unwrap();
+        assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000001");
+        assert_eq!(bytes(&stats, Protocol::Http), Some(540));
+        assert_eq!(bytes(&stats, Protocol::Tcp), None);
+    }
+
+    #[test]
+    fn a_reference_state_without_haproxy_counts_the_next_process_from_zero() {
+        let (dir, path, _) = fresh();
+        let reference = reference_file(dir.path(), r#"{"last_http_bytes_out": 1500}"#);
+        let mut ledger = Ledger::import_reference(&path, &reference, &[]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(300, 40)]).unwrap();
+        assert_eq!(bytes(&stats, Protocol::Http), Some(40));
+        assert_eq!(stats.utc_start, stats.utc_end);
+    }
+
+    #[test]
+    fn an_unreadable_reference_state_says_which_file() {
+        let (dir, path, _) = fresh();
+        let missing = dir.path().join("nope.stats");
+        let err = Ledger::import_reference(&path, &missing, &[]).unwrap_err();
+        assert!(err.to_string().contains("nope.stats"), "{err}");
+        let bad = reference_file(dir.path(), r#"{"end": "yesterday"}"#);
+        let err = Ledger::import_reference(&path, &bad, &[]).unwrap_err();
+        assert!(matches!(err, LedgerError::CorruptReference { .. }), "{err}");
+        assert!(!path.exists());
     }
 }

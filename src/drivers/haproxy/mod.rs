@@ -168,6 +168,11 @@ impl HaproxyDriver {
                 self.settings.bind_address
             ))
         })?;
+        let limits = render::ProcessLimits {
+            maxconn: self.settings.maxconn,
+            hard_stop_after: self.settings.hard_stop_after,
+            max_old_workers: self.settings.max_old_workers,
+        };
         Ok(match self.settings.mode {
             HaproxyMode::Managed => RenderEnv {
                 bind_address,
@@ -177,6 +182,7 @@ impl HaproxyDriver {
                 pid_file: None,
                 socket_owner: None,
                 cookie_key,
+                limits,
             },
             HaproxyMode::Service => RenderEnv {
                 bind_address,
@@ -189,6 +195,7 @@ impl HaproxyDriver {
                     nix::unistd::getgid().as_raw(),
                 )),
                 cookie_key,
+                limits,
             },
         })
     }

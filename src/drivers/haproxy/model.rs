@@ -7,21 +7,14 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::drivers::types::{
+    MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT,
+};
 use crate::drivers::{
     Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol, Timeouts,
     UrlPath,
 };
 
-/// Highest node weight HAProxy accepts here (the reference's limit).
-pub const MAX_WEIGHT: u16 = 256;
-/// Longest health-check interval or timeout, in seconds (one day).
-pub const MAX_MONITOR_SECONDS: u32 = 86_400;
-/// Most consecutive checks needed to change a node's state.
-pub const MAX_ATTEMPTS: u32 = 100;
-/// Longest client, server or connect timeout, in milliseconds (one day).
-pub const MAX_TIMEOUT_MS: u32 = 86_400_000;
-/// Most connection retries.
-pub const MAX_RETRIES: u32 = 100;
 /// Version of the persisted JSON layout.
 const STORED_VERSION: u32 = 1;
 
@@ -200,9 +193,9 @@ impl Model {
     ) -> Result<(), ModelError> {
         let lb = self.lb_mut(protocol)?;
         let max = MAX_TIMEOUT_MS.into();
-        in_range("client_timeout", timeouts.client_ms.into(), 1, max)?;
-        in_range("server_timeout", timeouts.server_ms.into(), 1, max)?;
-        in_range("connect_timeout", timeouts.connect_ms.into(), 1, max)?;
+        in_range("client_timeout", timeouts.client_ms.into(), 0, max)?;
+        in_range("server_timeout", timeouts.server_ms.into(), 0, max)?;
+        in_range("connect_timeout", timeouts.connect_ms.into(), 0, max)?;
         in_range(
             "connect_retries",
             timeouts.retries.into(),
@@ -664,13 +657,21 @@ mod tests {
         );
         assert!(m.get(Protocol::Http).unwrap().monitor.is_none());
         m.set_monitor(Protocol::Http, &monitor(5, 5, 100)).unwrap();
-        let zero = Timeouts {
+        // Everything the API server forwards: timeouts 0 (none) .. 1,000,000 ms, 0..256 retries.
+        let api_limits = Timeouts {
             client_ms: 0,
+            server_ms: 1_000_000,
+            connect_ms: 0,
+            retries: 256,
+        };
+        m.set_timeouts(Protocol::Http, &api_limits).unwrap();
+        let long = Timeouts {
+            client_ms: MAX_TIMEOUT_MS + 1,
             ..Timeouts::default()
         };
-        assert!(m.set_timeouts(Protocol::Http, &zero).is_err());
+        assert!(m.set_timeouts(Protocol::Http, &long).is_err());
         let retries = Timeouts {
-            retries: 101,
+            retries: 257,
             ..Timeouts::default()
         };
         assert!(m.set_timeouts(Protocol::Http, &retries).is_err());

@@ -1561,6 +1561,11 @@ mod tests {
             stop_cmd: vec![],
             reload_cmd: vec![],
             runtime_api: true,
+            sudo: vec![],
+            reference_statsfile: None,
+            maxconn: 50_000,
+            hard_stop_after: None,
+            max_old_workers: 10,
         };
         assert_eq!(
             stop_by_state_dir(&settings, fast_timeouts()).unwrap(),

@@ -11,12 +11,9 @@ use std::path::{Path, PathBuf};
 use super::model::{LbConfig, Model};
 use crate::drivers::{quoted, Address, Algorithm, MonitorType, Node, NodeId, Protocol};
 
-/// Connections the whole process accepts.
-pub const GLOBAL_MAXCONN: u32 = 4096;
-/// Connections one frontend accepts.
-pub const DEFAULTS_MAXCONN: u32 = 2000;
-/// How long a process replaced by a reload may keep serving its old connections.
-pub const HARD_STOP_AFTER: &str = "30s";
+/// Over how long the closing of an old process's idle connections is spread after a
+/// reload, so clients do not all reconnect at once.
+pub const CLOSE_SPREAD_TIME: &str = "5s";
 /// Health-check interval when a load balancer has no monitor, in seconds (the reference's).
 pub const DEFAULT_CHECK_INTER_S: u32 = 30;
 /// Timeouts of the `defaults` section, in milliseconds; every section sets its own anyway.
@@ -53,6 +50,30 @@ pub struct RenderEnv {
     /// Secret behind HTTP dynamic cookies (letters and digits); it must stay the same
     /// across reloads for those cookies to keep their value.
     pub cookie_key: String,
+    pub limits: ProcessLimits,
+}
+
+/// The operator's bounds on connections and on old processes after reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// `maxconn` of every frontend. The process-wide limit is left to HAProxy, which sizes
+    /// it from the file descriptors it may open.
+    pub maxconn: u32,
+    /// `hard-stop-after`: None lets an old process finish its connections however long
+    /// they last, as the reference's `-sf` reloads did.
+    pub hard_stop_after: Option<std::time::Duration>,
+    /// `mworker-max-reloads`: at most this many old processes; 0 = no bound.
+    pub max_old_workers: u32,
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        ProcessLimits {
+            maxconn: crate::config::DEFAULT_MAXCONN,
+            hard_stop_after: None,
+            max_old_workers: crate::config::DEFAULT_MAX_OLD_WORKERS,
+        }
+    }
 }
 
 /// Why no configuration was produced.
@@ -71,7 +92,7 @@ pub fn render(model: &Model, env: &RenderEnv) -> Result<String, RenderError> {
     let mut out = Out::default();
     out.top(HEADER)?;
     global(&mut out, env)?;
-    defaults(&mut out)?;
+    defaults(&mut out, &env.limits)?;
     for lb in model.load_balancers() {
         frontend(&mut out, lb, env.bind_address)?;
         backend(&mut out, lb, &env.cookie_key)?;
@@ -82,7 +103,6 @@ pub fn render(model: &Model, env: &RenderEnv) -> Result<String, RenderError> {
 fn global(out: &mut Out, env: &RenderEnv) -> Result<(), RenderError> {
     out.blank();
     out.top("global")?;
-    out.line(format!("maxconn {GLOBAL_MAXCONN}"))?;
     match &env.log {
         LogTarget::Stdout => out.line("log stdout format raw local0".to_string())?,
         LogTarget::Syslog(target) => {
@@ -106,19 +126,30 @@ fn global(out: &mut Out, env: &RenderEnv) -> Result<(), RenderError> {
         "server-state-file {}",
         path_word("server state file", &env.server_state_file)?
     ))?;
-    out.line(format!("hard-stop-after {HARD_STOP_AFTER}"))?;
+    // Old processes finish their connections (database sessions last hours); memory is
+    // bounded by how many of them may exist, unless the operator sets a hard stop.
+    if let Some(after) = env.limits.hard_stop_after {
+        out.line(format!("hard-stop-after {}s", after.as_secs().max(1)))?;
+    }
+    if env.limits.max_old_workers > 0 {
+        out.line(format!(
+            "mworker-max-reloads {}",
+            env.limits.max_old_workers
+        ))?;
+    }
+    out.line(format!("close-spread-time {CLOSE_SPREAD_TIME}"))?;
     // HAProxy 2.6 loads the whole system CA store at every start for its internal HTTP
     // client, which this configuration never uses: about 20 ms of every check and reload.
     out.line("httpclient.ssl.verify none".to_string())
 }
 
-fn defaults(out: &mut Out) -> Result<(), RenderError> {
+fn defaults(out: &mut Out, limits: &ProcessLimits) -> Result<(), RenderError> {
     out.blank();
     out.top("defaults")?;
     out.line("log global".to_string())?;
     out.line("option dontlognull".to_string())?;
     out.line("option redispatch".to_string())?;
-    out.line(format!("maxconn {DEFAULTS_MAXCONN}"))?;
+    out.line(format!("maxconn {}", limits.maxconn))?;
     // Health states survive a reload (the driver dumps them to the state file first).
     out.line("load-server-state-from-file global".to_string())?;
     // Resolve DNS names at every start, as the reference's restarts did. HAProxy's default
@@ -148,7 +179,7 @@ fn frontend(out: &mut Out, lb: &LbConfig, bind: IpAddr) -> Result<(), RenderErro
             // Keep-alive stays on (no `option httpclose`). When a reload retires this
             // process, an idle keep-alive connection still gets its next request answered
             // (with `Connection: close`) instead of being closed under a client that may
-            // not retry; `hard-stop-after` bounds how long that takes.
+            // not retry; `timeout client` bounds how long it stays idle.
             out.line("option idle-close-on-response".to_string())?;
         }
         Protocol::Tcp | Protocol::Galera => out.line("option tcplog".to_string())?,
@@ -190,7 +221,7 @@ fn backend(out: &mut Out, lb: &LbConfig, cookie_key: &str) -> Result<(), RenderE
         if m.kind == MonitorType::Http {
             out.line(format!(
                 "option httpchk GET {}",
-                word("monitor path", m.path.as_str())?
+                escaped_word("monitor path", m.path.as_str())?
             ))?;
         }
         out.line(format!("timeout check {}s", m.timeout))?;
@@ -325,6 +356,29 @@ fn word<'a>(field: &'static str, value: &'a str) -> Result<&'a str, RenderError>
     Ok(value)
 }
 
+/// A value written as one configuration word with HAProxy's syntax characters escaped:
+/// `#` (comment), `'` and `"` (quoting), `\\` (escaping) and `$` (expanded in some
+/// contexts) become `\xNN`, which every HAProxy since 1.x turns back into the same byte,
+/// so the word reaches HAProxy byte for byte. White space and control characters cannot
+/// be escaped this way and are refused.
+fn escaped_word(field: &'static str, value: &str) -> Result<String, RenderError> {
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(RenderError::UnsafeValue {
+            field,
+            value: quoted(value),
+        });
+    }
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "#'\"\\$".contains(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 fn path_word<'a>(field: &'static str, path: &'a Path) -> Result<&'a str, RenderError> {
     let text = path.to_str().ok_or_else(|| RenderError::NonUtf8Path {
         field,
@@ -420,6 +474,7 @@ mod tests {
             pid_file: service.then(|| dir.join("haproxy.pid")),
             socket_owner: service.then_some((65534, 65534)),
             cookie_key: "k3yTest".to_string(),
+            limits: Default::default(),
         }
     }
 
@@ -516,6 +571,7 @@ mod tests {
             pid_file: None,
             socket_owner: None,
             cookie_key: "k3yTest".to_string(),
+            limits: Default::default(),
         };
         // Given in TCP-first order: the model sorts, so the text does not depend on it.
         let mut lbs = http_and_tcp();
@@ -525,18 +581,18 @@ mod tests {
 # Written by libra-worker from its load balancer model: edits here are overwritten.
 
 global
-    maxconn 4096
     log stdout format raw local0
     stats socket /var/lib/libra-worker/haproxy.sock mode 600 level admin expose-fd listeners
     server-state-file /var/lib/libra-worker/server-state
-    hard-stop-after 30s
+    mworker-max-reloads 10
+    close-spread-time 5s
     httpclient.ssl.verify none
 
 defaults
     log global
     option dontlognull
     option redispatch
-    maxconn 2000
+    maxconn 50000
     load-server-state-from-file global
     default-server init-addr libc
     timeout client 30000ms
@@ -596,6 +652,7 @@ backend tcp-servers
             pid_file: Some("/run/haproxy.pid".into()),
             socket_owner: Some((1000, 100)),
             cookie_key: "k3yTest".to_string(),
+            limits: Default::default(),
         };
         let model = Model::from_load_balancers(&[lb(Protocol::Galera, 3306, vec![])]).unwrap();
         let text = render(&model, &env).unwrap();
@@ -764,6 +821,66 @@ backend tcp-servers
         };
         let text = assert_accepted(&[http_monitor, connect], LogTarget::Stdout, false);
         assert!(text.contains("option httpchk GET /\n"), "{text}");
+    }
+
+    #[test]
+    fn paths_with_haproxy_syntax_are_escaped_byte_for_byte() {
+        // Everything the API server leaves unencoded, `#`, `'` and `$` included.
+        let path = "/~+*,;:!$'[]()?&=#%41$HOME";
+        let http = LoadBalancer {
+            monitor: Some(monitor(MonitorType::Http, 5, 5, 2, path)),
+            ..lb(Protocol::Http, 8080, vec![node("1", "127.0.0.1", 80, 1, false)])
+        };
+        let text = assert_accepted(&[http], LogTarget::Stdout, false);
+        assert!(
+            text.contains(
+                "option httpchk GET /~+*,;:!\\x24\\x27[]()?&=\\x23%41\\x24HOME\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(escaped_word("p", "/a\\b\"c").unwrap(), "/a\\x5cb\\x22c");
+        assert!(escaped_word("p", "/a b").is_err());
+        assert!(escaped_word("p", "/a\nb").is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_mean_none_and_haproxy_accepts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = LoadBalancer {
+            timeouts: Timeouts {
+                client_ms: 0,
+                server_ms: 0,
+                connect_ms: 0,
+                retries: 256,
+            },
+            ..lb(Protocol::Tcp, 9000, vec![node("1", "127.0.0.1", 80, 1, false)])
+        };
+        let model = Model::from_load_balancers(&[none]).unwrap();
+        let text = render(&model, &env_in(dir.path(), LogTarget::Stdout, false)).unwrap();
+        assert!(text.contains("    timeout client 0ms\n"), "{text}");
+        assert!(text.contains("    retries 256\n"), "{text}");
+        let (ok, output) = haproxy_check(dir.path(), &text);
+        assert!(ok, "{output}\n---\n{text}");
+    }
+
+    #[test]
+    fn operator_limits_reach_global_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = RenderEnv {
+            limits: ProcessLimits {
+                maxconn: 1234,
+                hard_stop_after: Some(std::time::Duration::from_secs(7200)),
+                max_old_workers: 0,
+            },
+            ..env_in(dir.path(), LogTarget::Stdout, false)
+        };
+        let model = Model::from_load_balancers(&http_and_tcp()).unwrap();
+        let text = render(&model, &env).unwrap();
+        assert!(text.contains("\n    hard-stop-after 7200s\n"), "{text}");
+        assert!(!text.contains("mworker-max-reloads"), "{text}");
+        assert!(text.contains("\n    maxconn 1234\n"), "{text}");
+        let (ok, output) = haproxy_check(dir.path(), &text);
+        assert!(ok && !output.contains("[WARNING]"), "{output}\n---\n{text}");
     }
 
     #[test]
@@ -1008,19 +1125,21 @@ backend tcp-servers
         r"defaults",
         r"frontend (http|tcp)-in",
         r"backend (http|tcp)-servers",
-        r"    maxconn (4096|2000)",
+        r"    maxconn [1-9][0-9]*",
+        r"    mworker-max-reloads [1-9][0-9]*",
+        r"    close-spread-time 5s",
         r"    log stdout format raw local0",
         r"    log \S+ local0",
         r"    log global",
         r"    pidfile /\S+",
         r"    stats socket /\S+ mode 600 level admin expose-fd listeners( uid [0-9]+ gid [0-9]+)?",
         r"    server-state-file /\S+",
-        r"    hard-stop-after 30s",
+        r"    hard-stop-after [1-9][0-9]*s",
         r"    httpclient.ssl.verify none",
         r"    option (dontlognull|redispatch|httplog|tcplog|idle-close-on-response|forwardfor)",
         r"    load-server-state-from-file global",
         r"    default-server init-addr libc",
-        r"    timeout (client|connect|server) [1-9][0-9]*ms",
+        r"    timeout (client|connect|server) (0|[1-9][0-9]*)ms",
         r"    timeout check [1-9][0-9]*s",
         r"    mode (http|tcp)",
         r"    bind ([0-9.]+|\[[0-9a-f:.]+\]):[1-9][0-9]*",
@@ -1031,7 +1150,7 @@ backend tcp-servers
         r"    dynamic-cookie-key [A-Za-z0-9]+",
         r"    stick-table type ip size 200k expire 30m",
         r"    stick on src",
-        r"    option httpchk GET /[A-Za-z0-9._~!&()*+,;=:@/%?-]*",
+        r"    option httpchk GET /([A-Za-z0-9._~!&()*+,;=:@/%?\[\]-]|\\x(23|24|27))*",
         r"    server id-[A-Za-z0-9_.:-]{1,64} ([0-9.]+|\[[0-9a-f:.]+\]|[a-z0-9_.-]+):[1-9][0-9]* weight [1-9][0-9]*( backup)?( cookie id-[A-Za-z0-9_.:-]{1,64})? check inter [1-9][0-9]*s( rise [1-9][0-9]* fall [1-9][0-9]*)?",
     ];
 
@@ -1062,7 +1181,7 @@ backend tcp-servers
 
     fn arb_monitor() -> impl Strategy<Value = Option<Monitor>> {
         let kind = prop_oneof![Just(MonitorType::Connect), Just(MonitorType::Http)];
-        let path = "[A-Za-z0-9._~!&()*+,;=:@/%?-]{0,40}";
+        let path = "[A-Za-z0-9._~!&()*+,;=:@/%?#$'\\[\\]-]{0,40}";
         proptest::option::of(
             (kind, 1u32..=86_400, 1u32..=86_400, 1u32..=100, path).prop_map(
                 |(kind, a, b, attempts, path)| Monitor {
@@ -1077,11 +1196,12 @@ backend tcp-servers
     }
 
     fn arb_lb(protocol: Protocol, port: u16) -> impl Strategy<Value = LoadBalancer> {
+        // 0 (no timeout) renders too, but HAProxy warns about it: tested on its own.
         let ms = 1u32..=86_400_000;
         (
             any::<bool>(),
             arb_monitor(),
-            (ms.clone(), ms.clone(), ms, 0u32..=100),
+            (ms.clone(), ms.clone(), ms, 0u32..=256),
             proptest::collection::vec(arb_node(), 0..6),
         )
             .prop_map(
