@@ -335,7 +335,6 @@ fn injection_is_refused_and_nothing_changes() {
     let cases = vec![
         json!([{"protocol": "HTTP", "port": port, "nodes": [{"id": 1, "address": format!("10.0.0.1:80\n{evil}"), "port": b.port}]}]),
         json!([{"protocol": "HTTP", "port": port, "nodes": [{"id": format!("1\n{evil}"), "address": "127.0.0.1", "port": b.port}]}]),
-        json!([{"protocol": "HTTP", "port": port, "name": format!("x\n{evil}"), "nodes": [node(1, &b)]}]),
         json!([{"protocol": "HTTP", "port": port, "nodes": [node(1, &b)],
                 "monitor": {"type": "HTTP", "delay": 5, "timeout": 5, "attempts": 2, "path": format!("/x\n{evil}")}}]),
         json!([{"protocol": "HTTP", "port": format!("{port}\n{evil}"), "nodes": [node(1, &b)]}]),
@@ -354,6 +353,17 @@ fn injection_is_refused_and_nothing_changes() {
         );
     }
     assert_eq!(http_get(port, None).unwrap().1, "b", "still serving");
+    // A name is the user's free text: accepted as it is, and never written into the file.
+    let name = format!("my lb \"x\" #1 ${{HOME}}\n{evil}");
+    let v =
+        a.update(json!([{"protocol": "HTTP", "port": port, "name": name, "nodes": [node(1, &b)]}]));
+    assert!(passed(&v), "{v}");
+    assert_eq!(v["loadBalancers"][0]["name"], name.as_str());
+    let text = String::from_utf8(a.live_config()).unwrap();
+    assert!(
+        !text.contains("stats enable") && !text.contains("my lb"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -398,13 +408,14 @@ fn metrics_count_bytes_once_across_reloads_and_restarts() {
     assert!(passed(&first), "{first}");
     let re = regex_like_utc(first["utc_end"].as_str().unwrap());
     assert!(re, "{first}");
+    // As the billing scheduler reads it: protocol `http`, bytes a JSON integer.
     let bytes = |v: &Value| -> u64 {
         v["loadBalancers"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|l| l["protocol"] == "HTTP")
-            .map(|l| l["bytes_out"].as_str().unwrap().parse().unwrap())
+            .find(|l| l["protocol"] == "http")
+            .map(|l| l["bytes_out"].as_u64().expect("bytes_out is an integer"))
             .unwrap_or(0)
     };
     for _ in 0..20 {
@@ -413,7 +424,11 @@ fn metrics_count_bytes_once_across_reloads_and_restarts() {
     let m = a.action("METRICS");
     let out = bytes(&m);
     assert!(out >= 20 * 40, "20 responses of 40+ bytes each: {m}");
-    assert_eq!(m["utc_start"], first["utc_end"], "periods are continuous");
+    assert_eq!(
+        m["utc_start"].as_str().unwrap(),
+        one_microsecond_after(first["utc_end"].as_str().unwrap()),
+        "a period starts just after the last one"
+    );
     let again = a.action("METRICS");
     assert!(bytes(&again) < 100, "right after: about zero: {again}");
 
@@ -442,6 +457,14 @@ fn metrics_count_bytes_once_across_reloads_and_restarts() {
         got >= 20 * per_response - 40 && got <= 20 * per_response + 40,
         "20 responses: {got} vs {per_response} each"
     );
+}
+
+fn one_microsecond_after(utc: &str) -> String {
+    let format = "%Y-%m-%d %H:%M:%S%.6f";
+    let t = chrono::NaiveDateTime::parse_from_str(utc, format).unwrap();
+    (t + chrono::Duration::microseconds(1))
+        .format(format)
+        .to_string()
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`

@@ -787,7 +787,11 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         pid_file: set(&h.pid_file).unwrap_or(pid_file),
         start_cmd: command("haproxy.start_cmd", &h.start_cmd, "service haproxy start")?,
         stop_cmd: command("haproxy.stop_cmd", &h.stop_cmd, "service haproxy stop")?,
-        reload_cmd: command("haproxy.reload_cmd", &h.reload_cmd, "service haproxy reload")?,
+        reload_cmd: command(
+            "haproxy.reload_cmd",
+            &h.reload_cmd,
+            "service haproxy reload",
+        )?,
         runtime_api: h.runtime_api.unwrap_or(true),
         sudo: match h.sudo.as_deref() {
             Some(prefix) => program_words(prefix),
@@ -1083,7 +1087,11 @@ mod tests {
             s.worker.pid,
             Some(PathBuf::from("/var/run/libra/libra_worker.pid"))
         );
-        let ignored: Vec<_> = s.warnings.iter().filter(|w| w.contains("ignored")).collect();
+        let ignored: Vec<_> = s
+            .warnings
+            .iter()
+            .filter(|w| w.contains("ignored"))
+            .collect();
         assert_eq!(ignored.len(), 1, "{:?}", s.warnings);
         assert!(ignored[0].contains("[admin_api]"), "{ignored:?}");
     }
@@ -1103,8 +1111,15 @@ mod tests {
             s.haproxy.reference_statsfile,
             Some(PathBuf::from(reference_ini::REFERENCE_STATSFILE))
         );
-        assert!(s.haproxy.reload_cmd.ends_with(&["haproxy".to_string(), "reload".to_string()]));
-        assert!(s.haproxy.reload_cmd[0].ends_with("service"), "{:?}", s.haproxy.reload_cmd);
+        assert!(s
+            .haproxy
+            .reload_cmd
+            .ends_with(&["haproxy".to_string(), "reload".to_string()]));
+        assert!(
+            s.haproxy.reload_cmd[0].ends_with("service"),
+            "{:?}",
+            s.haproxy.reload_cmd
+        );
         let p = write(&dir, "b.cfg", "[worker:haproxy]\nservice = UBUNTU\n");
         assert_eq!(
             Settings::load_with_env(&p, &[]).unwrap().haproxy.mode,
@@ -1147,7 +1162,11 @@ mod tests {
             s.haproxy.privileged(&argv(&["/usr/bin/sudo", "-n", "x"])),
             argv(&["/usr/bin/sudo", "-n", "x"])
         );
-        let p = write(&dir, "n.toml", "[haproxy]\nmode = \"service\"\nsudo = \"\"\n");
+        let p = write(
+            &dir,
+            "n.toml",
+            "[haproxy]\nmode = \"service\"\nsudo = \"\"\n",
+        );
         let s = Settings::load_with_env(&p, &[]).unwrap();
         assert!(s.haproxy.sudo.is_empty());
         assert_eq!(
@@ -1171,7 +1190,11 @@ mod tests {
         );
         let s = Settings::load_with_env(&p, &[]).unwrap();
         assert_eq!(
-            (s.haproxy.maxconn, s.haproxy.hard_stop_after, s.haproxy.max_old_workers),
+            (
+                s.haproxy.maxconn,
+                s.haproxy.hard_stop_after,
+                s.haproxy.max_old_workers
+            ),
             (10, Some(Duration::from_secs(3600)), 1)
         );
         let p = write(&dir, "z.toml", "[haproxy]\nmaxconn = 0\n");
@@ -1195,7 +1218,11 @@ mod tests {
             "{err}"
         );
         // Another service's section, however odd, is not ours to refuse.
-        let p = write(&dir, "c.cfg", "[keystone]\n[mysql1]\nport = 3306\n[worker:other]\nx = 1\n");
+        let p = write(
+            &dir,
+            "c.cfg",
+            "[keystone]\n[mysql1]\nport = 3306\n[worker:other]\nx = 1\n",
+        );
         let s = Settings::load_with_env(&p, &[]).unwrap();
         assert!(
             s.warnings

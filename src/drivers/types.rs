@@ -402,7 +402,9 @@ mod tests {
         let api = "/~+*,;:!$'[]()?&=#%20a-b_c.d@e";
         assert_eq!(UrlPath::parse(api).unwrap().as_str(), api);
         assert!(UrlPath::parse(&format!("/{}", "a".repeat(1999))).is_ok());
-        for bad in ["/a b", "/a\nb", "/\"x", "/a\\b", "/<x>", "/a{b}", "/a|b", "/a^b", "/a`b"] {
+        for bad in [
+            "/a b", "/a\nb", "/\"x", "/a\\b", "/<x>", "/a{b}", "/a|b", "/a^b", "/a`b",
+        ] {
             assert!(UrlPath::parse(bad).is_err(), "{bad:?}");
         }
         assert!(UrlPath::parse(&format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err());

@@ -62,7 +62,7 @@ pub fn fit_errors(msg: &mut Map<String, Value>) -> Option<String> {
     }
     match msg.get_mut(ERROR_FIELD) {
         Some(Value::String(e)) if e.chars().count() > MAX_ERROR_CHARS => {
-            let full = std::mem::replace(e, String::new());
+            let full = std::mem::take(e);
             *e = fit(&full);
             Some(full)
         }

@@ -10,8 +10,8 @@ use super::request::kind_of;
 use super::response;
 use crate::config::Limits;
 use crate::drivers::{
-    quoted, MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol,
-    Timeouts, UrlPath,
+    quoted, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol,
+    Timeouts, UrlPath, MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT,
 };
 
 pub const LB_LIST_FIELD: &str = "loadBalancers";

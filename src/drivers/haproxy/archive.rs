@@ -51,6 +51,16 @@ pub fn archive(
     timeout: Duration,
 ) -> Result<(), ArchiveError> {
     let log = File::open(logfile).map_err(|_| ArchiveError::NoLogs)?;
+    archive_log(log, logfile, target, timeout)
+}
+
+/// As [`archive`], from a log already opened (by a privileged reader, in service mode).
+pub fn archive_log(
+    log: File,
+    logfile: &Path,
+    target: &ArchiveTarget,
+    timeout: Duration,
+) -> Result<(), ArchiveError> {
     if !log.metadata().map(|m| m.is_file()).unwrap_or(false) {
         return Err(ArchiveError::NoLogs);
     }

@@ -81,6 +81,34 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<CommandOutput, CommandE
 /// Runs `argv` and waits at most `timeout`; any exit status is returned, for callers that
 /// read the output of a failing command themselves (`haproxy -c`).
 pub fn run_unchecked(argv: &[String], timeout: Duration) -> Result<CommandOutput, CommandError> {
+    run_with_stdout(argv, timeout, None)
+}
+
+/// Runs `argv` with its standard output written to `stdout` (a file of the caller's, for
+/// output too big for an error text, such as a log read through `sudo cat`); the returned
+/// output is then its standard error only. A non-zero exit is `CommandError::Failed`.
+pub fn run_into(
+    argv: &[String],
+    timeout: Duration,
+    stdout: File,
+) -> Result<CommandOutput, CommandError> {
+    let out = run_with_stdout(argv, timeout, Some(stdout))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(CommandError::Failed {
+            command: display(argv),
+            status: out.status,
+            output: out.output,
+        })
+    }
+}
+
+fn run_with_stdout(
+    argv: &[String],
+    timeout: Duration,
+    stdout: Option<File>,
+) -> Result<CommandOutput, CommandError> {
     let command = display(argv);
     let Some((program, args)) = argv.split_first() else {
         return Err(CommandError::Empty { command });
@@ -89,7 +117,10 @@ pub fn run_unchecked(argv: &[String], timeout: Duration) -> Result<CommandOutput
         command: command.clone(),
         source,
     })?;
-    let (stdout, stderr) = match (capture.try_clone(), capture.try_clone()) {
+    let (stdout, stderr) = match (
+        stdout.map_or_else(|| capture.try_clone(), Ok),
+        capture.try_clone(),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(source), _) | (_, Err(source)) => {
             return Err(CommandError::Capture { command, source })
@@ -151,8 +182,12 @@ pub fn display(argv: &[String]) -> String {
 
 /// A read-write file nobody else can open: created in the temp dir and unlinked at once.
 fn capture_file() -> std::io::Result<File> {
+    unlinked_file(&std::env::temp_dir())
+}
+
+/// A read-write file in `dir` that nobody else can open: created 0600 and unlinked at once.
+pub fn unlinked_file(dir: &std::path::Path) -> std::io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir();
     for _ in 0..16 {
         let name = format!(
             ".libra-worker-cmd-{}-{}-{}",

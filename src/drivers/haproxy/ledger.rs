@@ -45,8 +45,6 @@ pub enum LedgerError {
         path: PathBuf,
         source: super::files::FileError,
     },
-    #[error("Cannot read the reference worker's METRICS state {}: {source}", path.display())]
-    ReadReference { path: PathBuf, source: io::Error },
     #[error("The reference worker's METRICS state {} is not as it wrote it ({reason})", path.display())]
     CorruptReference { path: PathBuf, reason: String },
     /// A driver bug: two counters for one load balancer would be counted twice.
@@ -163,18 +161,15 @@ impl Ledger {
     pub fn import_reference(
         path: &Path,
         reference: &Path,
+        text: &[u8],
         pids: &[(Protocol, u32)],
     ) -> Result<Ledger, LedgerError> {
-        let text = fs::read(reference).map_err(|source| LedgerError::ReadReference {
-            path: reference.to_path_buf(),
-            source,
-        })?;
         let corrupt = |reason: String| LedgerError::CorruptReference {
             path: reference.to_path_buf(),
             reason,
         };
         let old: ReferenceState =
-            serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(text).map_err(|e| corrupt(e.to_string()))?;
         let last_end = match old.end.as_deref() {
             None => None,
             Some(end) => Some(
@@ -717,7 +712,9 @@ mod tests {
             pid,
             bout,
         };
-        ledger.report(at(15, 0, 0, 0), &[galera(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[galera(100, 1000)])
+            .unwrap();
         // The tcp load balancer turns from GALERA into TCP: one reload, one bill.
         ledger.save_before_stop(&[galera(100, 1500)]).unwrap();
         let stats = ledger.report(at(16, 0, 0, 0), &[tcp(200, 40)]).unwrap();
@@ -752,6 +749,14 @@ mod tests {
         path
     }
 
+    fn import(
+        path: &Path,
+        reference: &Path,
+        pids: &[(Protocol, u32)],
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::import_reference(path, reference, &fs::read(reference).unwrap(), pids)
+    }
+
     #[test]
     fn the_reference_state_is_taken_over_exactly() {
         let (dir, path, _) = fresh();
@@ -762,7 +767,7 @@ mod tests {
                 "last_tcp_bytes_out": 70, "last_http_bytes_out": 5000,
                 "unreported_tcp_bytes_out": 0, "unreported_http_bytes_out": 0}"#,
         );
-        let mut ledger = Ledger::import_reference(
+        let mut ledger = import(
             &path,
             &reference,
             &[(Protocol::Http, 100), (Protocol::Tcp, 100)],
@@ -795,8 +800,7 @@ mod tests {
             r#"{"start": "2014-01-09 14:00:00", "end": "2014-01-09 15:00:00",
                 "last_http_bytes_out": 1500, "unreported_http_bytes_out": 2000}"#,
         );
-        let mut ledger =
-            Ledger::import_reference(&path, &reference, &[(Protocol::Http, 200)]).unwrap();
+        let mut ledger = import(&path, &reference, &[(Protocol::Http, 200)]).unwrap();
         let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 40)]).unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000001");
         assert_eq!(bytes(&stats, Protocol::Http), Some(540));
@@ -807,20 +811,18 @@ mod tests {
     fn a_reference_state_without_haproxy_counts_the_next_process_from_zero() {
         let (dir, path, _) = fresh();
         let reference = reference_file(dir.path(), r#"{"last_http_bytes_out": 1500}"#);
-        let mut ledger = Ledger::import_reference(&path, &reference, &[]).unwrap();
+        let mut ledger = import(&path, &reference, &[]).unwrap();
         let stats = ledger.report(at(16, 0, 0, 0), &[http(300, 40)]).unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(40));
         assert_eq!(stats.utc_start, stats.utc_end);
     }
 
     #[test]
-    fn an_unreadable_reference_state_says_which_file() {
+    fn a_bad_reference_state_says_which_file() {
         let (dir, path, _) = fresh();
-        let missing = dir.path().join("nope.stats");
-        let err = Ledger::import_reference(&path, &missing, &[]).unwrap_err();
-        assert!(err.to_string().contains("nope.stats"), "{err}");
         let bad = reference_file(dir.path(), r#"{"end": "yesterday"}"#);
-        let err = Ledger::import_reference(&path, &bad, &[]).unwrap_err();
+        let err = import(&path, &bad, &[]).unwrap_err();
+        assert!(err.to_string().contains("haproxy.stats"), "{err}");
         assert!(matches!(err, LedgerError::CorruptReference { .. }), "{err}");
         assert!(!path.exists());
     }

@@ -4,10 +4,12 @@
 //! refuses, the previous file is put back and keeps serving. STATS and METRICS read the
 //! `stats_socket`; METRICS goes through the `ledger`; ARCHIVE through `archive`.
 
+pub mod alerts;
 pub mod archive;
 pub mod command;
 pub mod files;
 pub mod ledger;
+pub mod live_files;
 pub mod model;
 pub mod process;
 pub mod render;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use slog::{error, info, warn, Logger};
 
 use self::ledger::{Ledger, Sample};
+use self::live_files::LiveFiles;
 use self::model::Model;
 use self::process::{Process, Timeouts};
 use self::render::{LogTarget, RenderEnv};
@@ -35,6 +38,7 @@ use crate::telemetry::DriverStats;
 
 /// Files the driver keeps in the state directory besides HAProxy's own.
 const MODEL_FILE: &str = "model.json";
+const CANDIDATE_FILE: &str = "haproxy.cfg.new";
 const SUSPENDED_FILE: &str = "suspended";
 const SERVER_STATE_FILE: &str = "server-state";
 const COOKIE_KEY_FILE: &str = "cookie.key";
@@ -68,7 +72,8 @@ impl Paths {
         };
         Paths {
             backup: with_suffix(&s.config_file, ".BKUP"),
-            candidate: with_suffix(&s.config_file, ".new"),
+            // Checked where the worker may write, whoever owns the live file's directory.
+            candidate: s.state_dir.join(CANDIDATE_FILE),
             config: s.config_file.clone(),
             model: s.state_dir.join(MODEL_FILE),
             suspended: s.state_dir.join(SUSPENDED_FILE),
@@ -90,6 +95,8 @@ pub struct HaproxyDriver {
     /// What HAProxy is serving, as far as the worker knows (persisted in `model.json`).
     applied: Option<Model>,
     process: Box<dyn Process>,
+    /// The live configuration, its backup and the log: privileged in service mode.
+    live: LiveFiles,
     socket: StatsSocket,
     ledger: Option<Ledger>,
     started_up: bool,
@@ -114,7 +121,22 @@ impl HaproxyDriver {
         let timeouts = timeouts_for(job_timeout);
         let process = process::from_settings(&settings, timeouts);
         let socket = StatsSocket::new(&settings.stats_socket, timeouts.cli);
+        let live = match settings.mode {
+            HaproxyMode::Managed => LiveFiles::new(
+                Vec::new(),
+                settings.state_dir.clone(),
+                files::PRIVATE_MODE,
+                timeouts.command,
+            ),
+            HaproxyMode::Service => LiveFiles::new(
+                settings.sudo.clone(),
+                settings.state_dir.clone(),
+                live_files::SERVICE_CONFIG_MODE,
+                timeouts.command,
+            ),
+        };
         HaproxyDriver {
+            live,
             paths: Paths::new(&settings),
             settings,
             timeouts,
@@ -224,22 +246,57 @@ impl HaproxyDriver {
     fn ledger(&mut self) -> DriverResult<&mut Ledger> {
         if self.ledger.is_none() {
             let path = self.settings.statsfile.clone();
-            let ledger = match Ledger::load(&path) {
-                Ok(l) => l,
-                Err(e @ ledger::LedgerError::Corrupt { .. }) => {
-                    // Keep the evidence, start a fresh count.
-                    let aside = path.with_extension("corrupt");
-                    let _ = std::fs::rename(&path, &aside);
-                    error!(self.log, "metrics ledger unreadable; starting afresh"; "error" => %e, "kept_as" => %aside.display());
-                    Ledger::load(&path).map_err(failed)?
-                }
-                Err(e) => return Err(failed(e)),
+            let reference = self
+                .settings
+                .reference_statsfile
+                .clone()
+                .filter(|r| !path.exists() && r.exists());
+            let ledger = match reference {
+                Some(reference) => self.take_over_reference_ledger(&path, &reference)?,
+                None => match Ledger::load(&path) {
+                    Ok(l) => l,
+                    Err(e @ ledger::LedgerError::Corrupt { .. }) => {
+                        // Keep the evidence, start a fresh count.
+                        let aside = path.with_extension("corrupt");
+                        let _ = std::fs::rename(&path, &aside);
+                        error!(self.log, "metrics ledger unreadable; starting afresh"; "error" => %e, "kept_as" => %aside.display());
+                        Ledger::load(&path).map_err(failed)?
+                    }
+                    Err(e) => return Err(failed(e)),
+                },
             };
             self.ledger = Some(ledger);
         }
         self.ledger
             .as_mut()
             .ok_or_else(|| failed("metrics ledger unavailable"))
+    }
+
+    /// The first start after the reference worker: its METRICS state becomes ours, so the
+    /// next report bills exactly what it had not (its file is left as it was).
+    fn take_over_reference_ledger(
+        &mut self,
+        path: &Path,
+        reference: &Path,
+    ) -> DriverResult<Ledger> {
+        let text = self.live.read(reference).map_err(|e| {
+            failed(format!(
+                "Cannot take over the reference worker's METRICS state: {e}"
+            ))
+        })?;
+        let pids: Vec<(Protocol, u32)> = if self.process.is_running() {
+            self.samples()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| (s.protocol, s.pid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ledger = Ledger::import_reference(path, reference, &text, &pids).map_err(failed)?;
+        info!(self.log, "took over the reference worker's METRICS state";
+            "from" => %reference.display(), "ledger" => %path.display());
+        Ok(ledger)
     }
 
     fn has_config(&self) -> bool {
@@ -376,8 +433,11 @@ impl HaproxyDriver {
         // The file says what now runs; it was produced by the same renderer from the same
         // structure HAProxy accepted, with validated node values, so it is not re-checked
         // here (that check alone costs more than the whole runtime change).
-        files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
-        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
+        self.live
+            .backup(&self.paths.config, &self.paths.backup)
+            .map_err(failed)?;
+        self.live
+            .install(&self.paths.config, text.as_bytes())
             .map_err(failed)?;
         self.persist_model(next);
         self.applied_done();
@@ -429,9 +489,11 @@ impl HaproxyDriver {
     /// Puts the previous file back after HAProxy refused the new one.
     fn roll_back(&mut self, had_previous: bool, was_running: bool) {
         let restored = if had_previous {
-            files::restore(&self.paths.backup, &self.paths.config).map(|_| ())
+            self.live
+                .restore(&self.paths.backup, &self.paths.config)
+                .map(|_| ())
         } else {
-            files::remove_if_exists(&self.paths.config).map(|_| ())
+            self.live.remove(&self.paths.config).map(|_| ())
         };
         if let Err(e) = restored {
             error!(self.log, "cannot restore the previous configuration"; "error" => %e);
@@ -504,8 +566,12 @@ impl HaproxyDriver {
     /// now restarts knowing what the file says) and has HAProxy load it; on refusal the
     /// previous file and model come back and keep serving.
     fn swap_and_load(&mut self, next: Model, text: &str, running: bool) -> DriverResult<()> {
-        let had_previous = files::backup(&self.paths.config, &self.paths.backup).map_err(failed)?;
-        files::write_atomic(&self.paths.config, text.as_bytes(), files::PRIVATE_MODE)
+        let had_previous = self
+            .live
+            .backup(&self.paths.config, &self.paths.backup)
+            .map_err(failed)?;
+        self.live
+            .install(&self.paths.config, text.as_bytes())
             .map_err(failed)?;
         let _ = files::remove_if_exists(&self.paths.candidate);
         self.persist_model(&next);
@@ -540,9 +606,7 @@ impl HaproxyDriver {
                     process::ProcessError::ServiceCommand(command::CommandError::TimedOut { .. })
                 );
                 self.roll_back(had_previous, running && !hung);
-                Err(failed(format!(
-                    "HAProxy refused the new configuration: {e}"
-                )))
+                Err(failed(e))
             }
         }
     }
@@ -648,7 +712,7 @@ impl LoadBalancerDriver for HaproxyDriver {
             self.stats
                 .validation_failures
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(failed(format!("Configuration file is invalid: {e}")));
+            return Err(failed(e));
         }
         let running = self.process.is_running();
         self.check_ports(&next)?;
@@ -708,11 +772,17 @@ impl LoadBalancerDriver for HaproxyDriver {
         if self.process.is_running() {
             self.process.stop().map_err(failed)?;
         }
+        for p in [&self.paths.config, &self.paths.backup] {
+            self.live.remove(p).map_err(failed)?;
+        }
+        match self.settings.mode {
+            HaproxyMode::Managed => self.live.remove(&self.settings.logfile).map(drop),
+            // syslog keeps the log open: empty it rather than leave it growing unseen.
+            HaproxyMode::Service => self.live.truncate(&self.settings.logfile),
+        }
+        .map_err(failed)?;
         for p in [
-            &self.paths.config,
-            &self.paths.backup,
             &self.paths.candidate,
-            &self.settings.logfile,
             &self.paths.model,
             &self.paths.server_state,
             &self.paths.suspended,
@@ -794,7 +864,16 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn archive(&mut self, target: &ArchiveTarget) -> DriverResult<()> {
         let timeout = self.timeouts.command.min(Duration::from_secs(30));
-        archive::archive(&self.settings.logfile, target, timeout).map_err(failed)
+        let log = match self.live.open(&self.settings.logfile) {
+            Ok(log) => log,
+            Err(live_files::LiveFileError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(failed(archive::ArchiveError::NoLogs))
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        archive::archive_log(log, &self.settings.logfile, target, timeout).map_err(failed)
     }
 
     fn housekeeping(&mut self) -> DriverResult<()> {

@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 
+use super::alerts::{messages, summarize};
 use super::command::{self, CommandError, Secs};
 use super::stats_socket::{StatsError, StatsSocket};
 use crate::config::{HaproxyMode, HaproxySettings};
@@ -44,7 +45,7 @@ const MAX_LOG_READ: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("HAProxy rejected the configuration: {messages}")]
+    #[error("HAProxy rejected the configuration: {}", gist(.messages))]
     Invalid { messages: String },
     #[error("cannot check the HAProxy configuration: {0}")]
     Check(#[source] CommandError),
@@ -60,9 +61,9 @@ pub enum ProcessError {
         binary: PathBuf,
         source: std::io::Error,
     },
-    #[error("HAProxy exited while starting ({status}): {alerts}")]
+    #[error("HAProxy exited while starting ({status}): {}", gist(.alerts))]
     StartExited { status: ExitStatus, alerts: String },
-    #[error("HAProxy did not become ready within {} s and was killed: {alerts}", Secs(*.timeout))]
+    #[error("HAProxy did not become ready within {} s and was killed: {}", Secs(*.timeout), gist(.alerts))]
     StartTimeout { timeout: Duration, alerts: String },
     #[error("HAProxy (pid {pid}) is running but its master socket does not answer: {source}")]
     Unresponsive { pid: u32, source: StatsError },
@@ -72,9 +73,9 @@ pub enum ProcessError {
     MasterCli(#[source] StatsError),
     #[error("{}", reload_failed_text(.alerts, *.serving))]
     ReloadFailed { alerts: String, serving: bool },
-    #[error("HAProxy did not finish reloading within {} s: {alerts}", Secs(*.timeout))]
+    #[error("HAProxy did not finish reloading within {} s: {}", Secs(*.timeout), gist(.alerts))]
     ReloadTimeout { timeout: Duration, alerts: String },
-    #[error("HAProxy exited during the reload: {alerts}")]
+    #[error("HAProxy exited during the reload: {}", gist(.alerts))]
     ExitedDuringReload { alerts: String },
     #[error("cannot signal HAProxy (pid {pid}): {source}")]
     Signal { pid: u32, source: Errno },
@@ -104,9 +105,26 @@ pub enum ProcessError {
 
 fn reload_failed_text(alerts: &str, serving: bool) -> String {
     if serving {
-        format!("HAProxy reload failed, the previous configuration keeps serving: {alerts}")
+        format!(
+            "HAProxy reload failed (the previous configuration serves on): {}",
+            gist(alerts)
+        )
     } else {
-        format!("HAProxy reload failed and no HAProxy worker is left serving: {alerts}")
+        format!(
+            "HAProxy reload failed and nothing serves now: {}",
+            gist(alerts)
+        )
+    }
+}
+
+/// HAProxy's lines said in few words first (what `hpcs_error` can hold), then in full
+/// (for the log, which gets the whole error text).
+fn gist(lines: &str) -> String {
+    let summary = summarize(lines);
+    if summary == lines.trim() {
+        summary
+    } else {
+        format!("{summary} [HAProxy said: {lines}]")
     }
 }
 
@@ -190,10 +208,11 @@ pub fn from_settings(settings: &HaproxySettings, timeouts: Timeouts) -> Box<dyn 
         HaproxyMode::Managed => {
             Box::new(Managed::new(ManagedPaths::from_settings(settings)).with_timeouts(timeouts))
         }
+        // The init system's commands need root: behind the privilege prefix.
         HaproxyMode::Service => Box::new(Service::new(
-            settings.start_cmd.clone(),
-            settings.stop_cmd.clone(),
-            settings.reload_cmd.clone(),
+            settings.privileged(&settings.start_cmd),
+            settings.privileged(&settings.stop_cmd),
+            settings.privileged(&settings.reload_cmd),
             StatsSocket::new(&settings.stats_socket, timeouts.cli),
             timeouts,
         )),
@@ -876,25 +895,6 @@ impl Process for Service {
     }
 }
 
-/// HAProxy's message lines (`[ALERT]    (pid) : ...`) of the given levels, of `pid` only
-/// if given, trimmed.
-fn messages(text: &str, pid: Option<u32>, levels: &[&str]) -> Vec<String> {
-    let pid_tag = pid.map(|p| format!("({p})"));
-    text.lines()
-        .map(str::trim)
-        .filter(|line| {
-            levels.iter().any(|level| {
-                line.strip_prefix(level).is_some_and(|rest| {
-                    pid_tag
-                        .as_deref()
-                        .is_none_or(|tag| rest.trim_start().starts_with(tag))
-                })
-            })
-        })
-        .map(String::from)
-        .collect()
-}
-
 /// True if `program` names an existing file, directly or through `PATH`.
 fn program_exists(program: &Path) -> bool {
     if program.components().count() > 1 {
@@ -1212,31 +1212,11 @@ mod tests {
         assert!(parse_show_proc("Unknown command.\n").is_err());
     }
 
-    #[test]
-    fn messages_pick_alerts_of_a_pid() {
-        let log = "[NOTICE]   (14050) : Reloading HAProxy\n\
-                   [WARNING]  (32097) : Paused frontend tcp-in.\n\
-                   Paused frontend tcp-in.\n\
-                   [ALERT]    (14050) : Binding [haproxy.cfg:18] for frontend tcp-in: cannot bind socket (Address already in use) for [127.0.0.1:18090]\n\
-                   [ALERT]    (32097) : backend 'tcp-servers' has no server available!\n\
-                   [WARNING]  (14050) : Loading failure!\n";
-        assert_eq!(
-            messages(log, Some(14050), &["[ALERT]"]),
-            vec!["[ALERT]    (14050) : Binding [haproxy.cfg:18] for frontend tcp-in: cannot bind socket (Address already in use) for [127.0.0.1:18090]"]
-        );
-        assert_eq!(messages(log, None, &["[ALERT]"]).len(), 2);
-        assert_eq!(
-            messages(log, Some(14050), &["[WARNING]"]),
-            vec!["[WARNING]  (14050) : Loading failure!"]
-        );
-    }
-
     proptest! {
         #[test]
         fn show_proc_parser_never_panics(text in "\\PC*(\n\\PC*){0,6}") {
             let _ = parse_show_proc(&text);
             let _ = parse_show_proc(&format!("1 master {text}"));
-            let _ = messages(&text, Some(1), &["[ALERT]"]);
         }
     }
 
@@ -1256,9 +1236,10 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, ProcessError::Invalid { .. }), "{err:?}");
         assert!(
-            text.starts_with("HAProxy rejected the configuration: [ALERT]"),
+            text.starts_with("HAProxy rejected the configuration: balance only supports"),
             "{text}"
         );
+        assert!(text.contains("[HAProxy said: [ALERT]"), "{text}");
         assert!(
             text.contains("balance only supports 'roundrobin'"),
             "{text}"
@@ -1423,7 +1404,7 @@ mod tests {
         );
         assert!(
             text.starts_with(
-                "HAProxy reload failed, the previous configuration keeps serving: [ALERT]"
+                "HAProxy reload failed (the previous configuration serves on): Binding ["
             ),
             "{text}"
         );

@@ -829,13 +829,15 @@ backend tcp-servers
         let path = "/~+*,;:!$'[]()?&=#%41$HOME";
         let http = LoadBalancer {
             monitor: Some(monitor(MonitorType::Http, 5, 5, 2, path)),
-            ..lb(Protocol::Http, 8080, vec![node("1", "127.0.0.1", 80, 1, false)])
+            ..lb(
+                Protocol::Http,
+                8080,
+                vec![node("1", "127.0.0.1", 80, 1, false)],
+            )
         };
         let text = assert_accepted(&[http], LogTarget::Stdout, false);
         assert!(
-            text.contains(
-                "option httpchk GET /~+*,;:!\\x24\\x27[]()?&=\\x23%41\\x24HOME\n"
-            ),
+            text.contains("option httpchk GET /~+*,;:!\\x24\\x27[]()?&=\\x23%41\\x24HOME\n"),
             "{text}"
         );
         assert_eq!(escaped_word("p", "/a\\b\"c").unwrap(), "/a\\x5cb\\x22c");
@@ -853,7 +855,11 @@ backend tcp-servers
                 connect_ms: 0,
                 retries: 256,
             },
-            ..lb(Protocol::Tcp, 9000, vec![node("1", "127.0.0.1", 80, 1, false)])
+            ..lb(
+                Protocol::Tcp,
+                9000,
+                vec![node("1", "127.0.0.1", 80, 1, false)],
+            )
         };
         let model = Model::from_load_balancers(&[none]).unwrap();
         let text = render(&model, &env_in(dir.path(), LogTarget::Stdout, false)).unwrap();
