@@ -8,63 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::appliance::{http_lb, node, Appliance};
 use common::backends::{http_get, Backend};
 use common::*;
 use serde_json::{json, Value};
-
-/// A worker with the HAProxy driver, connected to its own gearmand.
-struct Appliance {
-    g: Gearmand,
-    w: Worker,
-}
-
-impl Appliance {
-    fn start() -> Appliance {
-        Self::start_with(|_| {})
-    }
-
-    fn start_with(tune: impl FnOnce(&mut WorkerConfig)) -> Appliance {
-        let g = Gearmand::start();
-        let mut cfg = WorkerConfig::new(&[g.addr()]);
-        cfg.driver = "haproxy".to_string();
-        tune(&mut cfg);
-        let w = Worker::start(cfg);
-        assert!(
-            w.wait_for_log("connected to job server", 1, Duration::from_secs(15)),
-            "{}",
-            w.log()
-        );
-        Appliance { g, w }
-    }
-
-    fn job(&self, body: Value) -> Value {
-        submit(&self.g.addr(), self.w.function(), &body)
-    }
-
-    fn update(&self, lbs: Value) -> Value {
-        self.job(json!({"hpcs_action": "UPDATE", "loadBalancers": lbs}))
-    }
-
-    fn action(&self, action: &str) -> Value {
-        self.job(json!({"hpcs_action": action}))
-    }
-
-    fn state_dir(&self) -> std::path::PathBuf {
-        self.w.dir.path().join("state")
-    }
-
-    fn live_config(&self) -> Vec<u8> {
-        std::fs::read(self.state_dir().join("haproxy.cfg")).unwrap_or_default()
-    }
-}
-
-fn node(id: u32, b: &Backend) -> Value {
-    json!({"id": id, "address": "127.0.0.1", "port": b.port})
-}
-
-fn http_lb(port: u16, nodes: Vec<Value>) -> Value {
-    json!({"name": "web", "protocol": "HTTP", "port": port, "nodes": nodes})
-}
 
 /// Bodies seen over `n` fresh connections through the load balancer.
 fn bodies(port: u16, n: usize) -> Vec<String> {

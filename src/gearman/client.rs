@@ -82,7 +82,21 @@ impl Client {
         data: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<JobOutcome, ClientError> {
-        let seq = self.send(function, data).await?;
+        self.submit_unique(function, Bytes::new(), data, timeout)
+            .await
+    }
+
+    /// Submits one job under the client's `unique` id (as the API server does) and waits
+    /// for its answer. Jobs with equal non-empty ids are coalesced by the job server.
+    pub async fn submit_unique(
+        &mut self,
+        function: &str,
+        unique: impl Into<Bytes>,
+        data: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<JobOutcome, ClientError> {
+        let seq = self.queue(function, unique.into(), data.into()).await?;
+        self.framed.flush().await?;
         let wait = async {
             loop {
                 let done = self.next_finished().await?;
@@ -114,13 +128,22 @@ impl Client {
         function: &str,
         data: impl Into<Bytes>,
     ) -> Result<u64, ClientError> {
+        // An empty unique id: gearmand would otherwise coalesce equal ids.
+        self.queue(function, Bytes::new(), data.into()).await
+    }
+
+    async fn queue(
+        &mut self,
+        function: &str,
+        unique: Bytes,
+        data: Bytes,
+    ) -> Result<u64, ClientError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let packet = Packet::SubmitJob {
             function: Bytes::copy_from_slice(function.as_bytes()),
-            // An empty unique id: gearmand would otherwise coalesce equal ids.
-            unique: Bytes::new(),
-            data: data.into(),
+            unique,
+            data,
         };
         self.framed.feed(packet).await?;
         self.awaiting_handle.push_back(seq);

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
     /// Milliseconds an HTTP backend waits before each answer.
     delay_ms: Arc<AtomicU64>,
+    /// The request line of every HTTP request received, health checks included.
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Backend {
@@ -42,21 +44,24 @@ impl Backend {
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (s, h, n, d) = (
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (s, h, n, d, r) = (
             stop.clone(),
             hits.clone(),
             name.to_string(),
             delay_ms.clone(),
+            requests.clone(),
         );
         thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (s2, h2, n2, d2) = (s.clone(), h.clone(), n.clone(), d.clone());
+                        let (s2, h2, n2, d2, r2) =
+                            (s.clone(), h.clone(), n.clone(), d.clone(), r.clone());
                         thread::spawn(move || {
                             let _ = conn.set_nonblocking(false);
                             if http {
-                                serve_http(conn, &n2, &h2, &s2, &d2)
+                                serve_http(conn, &n2, &h2, &s2, &d2, &r2)
                             } else {
                                 serve_echo(conn, &n2, &h2)
                             }
@@ -72,7 +77,13 @@ impl Backend {
             hits,
             stop,
             delay_ms,
+            requests,
         }
+    }
+
+    /// The request lines received so far (`GET /path HTTP/1.0`), byte for byte.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Makes every later HTTP answer wait `ms` milliseconds.
@@ -99,6 +110,7 @@ fn serve_http(
     hits: &AtomicU64,
     stop: &AtomicBool,
     delay_ms: &AtomicU64,
+    requests: &Mutex<Vec<String>>,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match conn.try_clone() {
@@ -115,6 +127,9 @@ fn serve_http(
         match reader.read_line(&mut request_line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+        if let Ok(mut r) = requests.lock() {
+            r.push(request_line.trim_end_matches(['\r', '\n']).to_string());
         }
         let mut close = false;
         let mut length = 0usize;

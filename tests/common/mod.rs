@@ -3,6 +3,7 @@
 //! temporary directories, and stops them all when dropped.
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod backends;
 pub mod fake_server;
 pub mod gearman_admin;
@@ -121,6 +122,30 @@ impl Drop for Gearmand {
 /// Submits one job through gearmand, as the API server would, and returns the answer.
 pub fn submit(server: &str, function: &str, body: &Value) -> Value {
     submit_raw(server, function, body.to_string().into_bytes())
+}
+
+/// Submits one job under a unique id of the caller's, as the API server does.
+pub fn submit_unique(server: &str, function: &str, unique: &str, body: &Value) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = rt
+        .block_on(async {
+            let mut c = Client::connect(server).await?;
+            c.submit_unique(
+                function,
+                unique.as_bytes().to_vec(),
+                body.to_string().into_bytes(),
+                Duration::from_secs(60),
+            )
+            .await
+        })
+        .expect("job answered");
+    match outcome {
+        JobOutcome::Complete(data) => serde_json::from_slice(&data).expect("answer is JSON"),
+        other => panic!("job not completed: {other:?}"),
+    }
 }
 
 /// Submits raw bytes (not necessarily JSON) and parses the answer.
