@@ -65,11 +65,6 @@ pub struct TlsConnector {
 }
 
 impl TlsConnector {
-    /// Whether the server's name (or IP address) is checked against its certificate.
-    pub fn verifies_hostname(&self) -> bool {
-        self.verify_hostname
-    }
-
     /// A session for `host`: SNI for a host name, and the name check when configured.
     fn session(&self, host: &str) -> Result<Ssl, ErrorStack> {
         let mut ssl = Ssl::new(&self.context)?;
