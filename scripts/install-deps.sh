@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the demo and the tests need (Debian/Ubuntu), if missing.
+# Installs the system packages the build, the demo and the tests need (Debian/Ubuntu), if missing.
 set -euo pipefail
 declare -A pkg_for=(
   [gearmand]=gearman-job-server [gearman]=gearman-tools [haproxy]=haproxy
@@ -11,6 +11,12 @@ for cmd in "${!pkg_for[@]}"; do
     missing+=("${pkg_for[$cmd]}")
   fi
 done
+# Building links Debian's libssl (TLS to job servers, the Swift archiver): its headers
+# and pkg-config file come with libssl-dev, found through pkg-config.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  missing+=(libssl-dev)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

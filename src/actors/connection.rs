@@ -396,7 +396,11 @@ impl ConnectionActor {
 impl WriteHandler<CodecError> for ConnectionActor {
     fn error(&mut self, err: CodecError, ctx: &mut Self::Context) -> Running {
         self.fail(format!("write failed: {err}"), ctx);
-        Running::Continue
+        // Stop the writer: on Continue actix retries the same buffer at once, in a loop
+        // that never yields, and a failed transport (a TLS session after the peer's
+        // fatal alert) fails every retry, spinning the only thread and so keeping the
+        // back-off timer from ever firing.
+        Running::Stop
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {}

@@ -34,6 +34,10 @@ pub struct GearmanFile {
     pub ssl_cert: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssl_key: Option<String>,
+    /// Check the job server's name (or IP) against its certificate. TOML: true; the
+    /// reference INI: false, as the reference worker never checked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_verify_hostname: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -130,6 +130,9 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Check the job server's name against its certificate (`ssl_verify_hostname`); the
+    /// chain is verified against `ca` either way.
+    pub verify_hostname: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +329,16 @@ impl Settings {
         let haproxy = haproxy_settings(&f)?;
         let metrics = metrics_settings(&f)?;
         let limits = limits_settings(&f)?;
+        let mut warnings = Vec::new();
+        let tls_servers = gearman.servers.iter().any(|s| s.tls);
+        if gearman.tls.as_ref().is_some_and(|t| !t.verify_hostname) && tls_servers {
+            // The reference's behaviour, kept for its INI files: said once at start.
+            warnings.push(
+                "[gearman] ssl_verify_hostname = false: job servers' certificate chains are \
+                 verified against ssl_ca, their host names are not checked"
+                    .to_string(),
+            );
+        }
         Ok(Settings {
             gearman,
             worker,
@@ -333,7 +346,7 @@ impl Settings {
             haproxy,
             metrics,
             limits,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
@@ -354,6 +367,9 @@ impl Settings {
                     .as_ref()
                     .and_then(|t| t.cert.as_deref().and_then(path)),
                 ssl_key: g.tls.as_ref().and_then(|t| t.key.as_deref().and_then(path)),
+                // Shown with TLS only: without it the key means nothing, and the INI and
+                // TOML defaults differ.
+                ssl_verify_hostname: g.tls.as_ref().map(|t| t.verify_hostname),
                 keepalive: Some(g.keepalive.is_some()),
                 keepcnt: g.keepalive.and_then(|k| k.count),
                 keepidle: g.keepalive.and_then(|k| k.idle.map(|d| d.as_secs())),
@@ -470,6 +486,7 @@ fn gearman_settings(f: &FileConfig) -> Result<GearmanSettings, ConfigError> {
                     .as_deref()
                     .map(|k| readable("gearman.ssl_key", k))
                     .transpose()?,
+                verify_hostname: g.ssl_verify_hostname.unwrap_or(true),
             };
             Some(files)
         }
@@ -1011,6 +1028,48 @@ mod tests {
             err.starts_with("gearman.ssl_ca: cannot read /nonexistent/ca.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hostname_check_is_on_in_toml_and_off_in_the_reference_ini() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write(&dir, "ca.pem", "");
+        let ca = ca.display();
+        let verify = |name: &str, text: String| {
+            let s = Settings::load_with_env(&write(&dir, name, &text), &[]).unwrap();
+            let noted = s.warnings.iter().any(|w| w.contains("not checked"));
+            let shown = s.effective().gearman.ssl_verify_hostname;
+            (s.gearman.tls.map(|t| t.verify_hostname), shown, noted)
+        };
+        let on = (Some(true), Some(true), false);
+        let off = (Some(false), Some(false), true);
+        assert_eq!(
+            verify("a.toml", format!("[gearman]\nssl_ca = \"{ca}\"\n")),
+            on
+        );
+        assert_eq!(
+            verify(
+                "b.toml",
+                format!("[gearman]\nssl_ca = \"{ca}\"\nssl_verify_hostname = false\n")
+            ),
+            off
+        );
+        assert_eq!(verify("c.cfg", format!("[gearman]\nssl_ca = {ca}\n")), off);
+        assert_eq!(
+            verify(
+                "d.cfg",
+                format!("[gearman]\nssl_ca = {ca}\nssl_verify_hostname = True\n")
+            ),
+            on
+        );
+        // Without TLS the key means nothing: not shown, nothing noted.
+        assert_eq!(verify("e.cfg", String::new()), (None, None, false));
+        // Every server plain: nothing goes unchecked, so nothing to note.
+        let plain = verify(
+            "f.cfg",
+            format!("[gearman]\nssl_ca = {ca}\nservers = tcp://a:1\n"),
+        );
+        assert_eq!(plain, (Some(false), Some(false), false));
     }
 
     #[test]

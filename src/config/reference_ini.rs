@@ -133,6 +133,11 @@ pub fn from_sections(sections: BTreeMap<String, config::Value>) -> Result<IniRea
         ));
     }
 
+    // The reference verified the job server's chain against ssl_ca and never its name;
+    // its INI files keep that unless they say otherwise.
+    if out.gearman.ssl_verify_hostname.is_none() {
+        out.gearman.ssl_verify_hostname = Some(false);
+    }
     out.worker = WorkerFile {
         function: worker.function,
         driver: worker.driver,

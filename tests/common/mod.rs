@@ -254,8 +254,19 @@ impl Worker {
 
     /// Starts on a configuration text of the caller's (see `worker_toml::set_key`).
     pub fn start_with_toml(config: WorkerConfig, dir: tempfile::TempDir, toml: &str) -> Worker {
-        let config_path = dir.path().join("worker.toml");
-        std::fs::write(&config_path, toml).expect("write config");
+        Self::start_with_file(config, dir, "worker.toml", toml)
+    }
+
+    /// Starts on `text` written to `file_name` in `dir`; the worker reads the format the
+    /// extension names (`.toml`, or `.cfg` for the reference INI: `worker_toml::reference_ini`).
+    pub fn start_with_file(
+        config: WorkerConfig,
+        dir: tempfile::TempDir,
+        file_name: &str,
+        text: &str,
+    ) -> Worker {
+        let config_path = dir.path().join(file_name);
+        std::fs::write(&config_path, text).expect("write config");
         let log_path = dir.path().join("worker.log");
         let mut w = Worker {
             config,

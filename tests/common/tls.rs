@@ -1,6 +1,7 @@
 //! TLS for the integration tests: a throw-away PKI made with the `openssl` CLI (a CA, a
-//! server and a client certificate, and a rogue CA with its own server certificate), and a
-//! real TLS terminator - HAProxy in TCP mode demanding a client certificate - in front of
+//! server and a client certificate, the X.509 v1 CN-only kinds that `openssl x509 -req`
+//! makes without an extension file, a server certificate for another name, and a rogue
+//! CA with its own server certificate), and a real TLS terminator - HAProxy in TCP mode demanding a client certificate - in front of
 //! a real gearmand, as sites deploy it (Debian's gearmand does not negotiate TLS itself).
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,20 @@ pub struct Pki {
     pub client_key: PathBuf,
     /// Server certificate and key signed by a CA the worker does not trust.
     pub rogue_server_pem: PathBuf,
+    /// X.509 v1 server certificate (no extensions: CN `localhost` only, no
+    /// subjectAltName) and key, signed by `ca`.
+    pub v1_server_pem: PathBuf,
+    /// X.509 v1 client certificate (CN only) and key, signed by `ca`.
+    pub v1_client_cert: PathBuf,
+    pub v1_client_key: PathBuf,
+    /// v3 server certificate and key signed by `ca` for `gearman.example` (subjectAltName
+    /// and CN) only: not for `127.0.0.1` nor `localhost`, the names the tests dial.
+    pub other_name_server_pem: PathBuf,
 }
+
+/// The name in `v1_server_pem` and `other_name_server_pem`.
+pub const V1_SERVER_CN: &str = "localhost";
+pub const OTHER_SERVER_NAME: &str = "gearman.example";
 
 const OPENSSL_CNF: &str = "\
 [req]
@@ -42,6 +56,11 @@ subjectAltName = IP:127.0.0.1, DNS:localhost
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
+[other-name]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:gearman.example
 ";
 
 impl Pki {
@@ -54,7 +73,14 @@ impl Pki {
         new_leaf(d, "client", "ca", "client", "libra-worker test client");
         new_ca(d, "rogue-ca", "someone else's CA");
         new_leaf(d, "rogue-server", "rogue-ca", "server", "127.0.0.1");
+        new_v1_leaf(d, "v1-server", "ca", V1_SERVER_CN);
+        new_v1_leaf(d, "v1-client", "ca", "libra-worker v1 client");
+        new_leaf(d, "other-name", "ca", "other-name", OTHER_SERVER_NAME);
         Pki {
+            v1_server_pem: d.join("v1-server.bundle.pem"),
+            v1_client_cert: d.join("v1-client.pem"),
+            v1_client_key: d.join("v1-client.key"),
+            other_name_server_pem: d.join("other-name.bundle.pem"),
             ca: d.join("ca.pem"),
             server_pem: d.join("server.bundle.pem"),
             client_cert: d.join("client.pem"),
@@ -66,6 +92,11 @@ impl Pki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
+    openssl_output(dir, args);
+}
+
+/// Runs the `openssl` CLI in `dir` and returns what it printed.
+fn openssl_output(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -77,6 +108,7 @@ fn openssl(dir: &Path, args: &[&str]) {
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
@@ -104,6 +136,24 @@ fn new_ca(dir: &Path, name: &str, cn: &str) {
 
 /// A key and a certificate signed by CA `ca`, plus `<name>.bundle.pem` (cert then key).
 fn new_leaf(dir: &Path, name: &str, ca: &str, extensions: &str, cn: &str) {
+    sign_leaf(dir, name, ca, Some(extensions), cn);
+}
+
+/// As operators have them: `openssl x509 -req` without `-extfile` signs an X.509 v1
+/// certificate with the CSR's subject (CN only) and no extension at all.
+fn new_v1_leaf(dir: &Path, name: &str, ca: &str, cn: &str) {
+    sign_leaf(dir, name, ca, None, cn);
+    let text = openssl_output(
+        dir,
+        &["x509", "-noout", "-text", "-in", &format!("{name}.pem")],
+    );
+    assert!(
+        text.contains("Version: 1 (0x0)") && !text.contains("X509v3"),
+        "openssl x509 -req no longer makes a v1 certificate without -extfile:\n{text}"
+    );
+}
+
+fn sign_leaf(dir: &Path, name: &str, ca: &str, extensions: Option<&str>, cn: &str) {
     let (key, csr, pem, subj) = (
         format!("{name}.key"),
         format!("{name}.csr"),
@@ -116,29 +166,26 @@ fn new_leaf(dir: &Path, name: &str, ca: &str, extensions: &str, cn: &str) {
     openssl(dir, &args);
     let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
     let serial = format!("{}", rand::random::<u32>());
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-set_serial",
-            &serial,
-            "-days",
-            "2",
-            "-extfile",
-            "openssl.cnf",
-            "-extensions",
-            extensions,
-            "-out",
-            &pem,
-        ],
-    );
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-set_serial",
+        &serial,
+        "-days",
+        "2",
+        "-out",
+        &pem,
+    ];
+    if let Some(ext) = extensions {
+        args.extend(["-extfile", "openssl.cnf", "-extensions", ext]);
+    }
+    openssl(dir, &args);
     let mut bundle = std::fs::read(dir.join(&pem)).expect("read cert");
     bundle.extend(std::fs::read(dir.join(&key)).expect("read key"));
     std::fs::write(dir.join(format!("{name}.bundle.pem")), bundle).expect("write bundle");

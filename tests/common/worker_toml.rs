@@ -1,6 +1,7 @@
 //! Workers whose configuration a test edits beyond what `WorkerConfig` renders (TLS files,
 //! log format and level, heartbeat): the rendered TOML is rewritten key by key before the
-//! worker starts, so the shared `WorkerConfig` and `Worker` stay as they are.
+//! worker starts, so the shared `WorkerConfig` and `Worker` stay as they are. Also the
+//! same settings as the reference worker's INI file, for what differs by format.
 
 use std::path::Path;
 
@@ -17,6 +18,43 @@ impl Worker {
         let toml = edit(config.toml(dir.path()), dir.path());
         Worker::start_with_toml(config, dir, &toml)
     }
+}
+
+impl Worker {
+    /// Starts a worker from `config` written as the reference worker's INI file
+    /// (`worker.cfg`), with `gearman_extra` lines added to its `[gearman]` section.
+    pub fn start_ini(config: WorkerConfig, gearman_extra: &str) -> Worker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ini = reference_ini(&config, dir.path(), gearman_extra);
+        Worker::start_with_file(config, dir, "worker.cfg", &ini)
+    }
+}
+
+/// `config` in the reference INI's shape: `tls://` servers written bare (a bare entry is
+/// TLS when `gearman_extra` sets `ssl_ca`), `[worker] function` and `driver`, plus the native `[log]`,
+/// `[haproxy]` and `[metrics]` sections the INI reader also takes. Only `servers`,
+/// `reconnect_sleep`, the function and the driver are taken from `config`.
+pub fn reference_ini(config: &WorkerConfig, dir: &Path, gearman_extra: &str) -> String {
+    let servers: Vec<&str> = config
+        .servers
+        .iter()
+        // The reference's form: a bare entry is TLS when ssl_ca is set.
+        .map(|s| s.strip_prefix("tls://").unwrap_or(s))
+        .collect();
+    format!(
+        "[DEFAULT]\nverbose = true\ndebug = true\n\n\
+         [gearman]\nservers = {}\nreconnect_sleep = {}\n{}\n\n\
+         [worker]\nfunction = {}\ndriver = {}\n\n\
+         [log]\nlevel = debug\n\n\
+         [haproxy]\nstate_dir = {}\nbind_address = 127.0.0.1\n\n\
+         [metrics]\nlisten =\n",
+        servers.join(", "),
+        config.reconnect_sleep,
+        gearman_extra,
+        config.function,
+        config.driver,
+        dir.join("state").display(),
+    )
 }
 
 /// Sets `key = value` (`value` is TOML, quoted by the caller) in table `[section]`,
