@@ -255,31 +255,56 @@ fn sigterm_finishes_the_job_in_hand_then_exits_zero() {
 #[test]
 fn reference_ini_and_toml_give_the_same_effective_configuration() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let ini = cli(&[
-        "check-config",
-        "--config",
-        &format!("{root}/config/libra.cfg"),
-    ]);
-    let toml = cli(&[
-        "check-config",
-        "--config",
-        &format!("{root}/config/libra-worker.toml"),
-    ]);
+    let check = |file: &str| {
+        let out = cli(&["check-config", "--config", &format!("{root}/config/{file}")]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ini = check("libra.cfg");
+    assert_eq!(ini, check("libra-worker-service.toml"));
+    assert!(ini.contains("mode = \"service\""), "{ini}");
+    // The native sample is the managed layout, and valid too.
+    let toml = check("libra-worker.toml");
+    assert!(toml.contains("mode = \"managed\""), "{toml}");
+}
+
+#[test]
+fn the_reference_sample_libra_cfg_is_read_unchanged_in_service_mode() {
+    // etc/libra.cfg of stackforge/libra as it was, every service's section in it.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/libra.cfg");
+    let out = cli(&["check-config", "--config", fixture]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("mode = \"service\""), "{stdout}");
     assert!(
-        ini.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ini.stderr)
+        stdout.contains("config_file = \"/etc/haproxy/haproxy.cfg\""),
+        "{stdout}"
     );
     assert!(
-        toml.status.success(),
-        "{}",
-        String::from_utf8_lossy(&toml.stderr)
+        stdout.contains("reference_statsfile = \"/var/log/haproxy.stats\""),
+        "{stdout}"
     );
-    assert!(!ini.stdout.is_empty());
-    assert_eq!(
-        String::from_utf8_lossy(&ini.stdout),
-        String::from_utf8_lossy(&toml.stdout)
-    );
+    // One line names everything ignored: other services' sections and DEFAULT keys.
+    let ignored: Vec<&str> = stderr.lines().filter(|l| l.contains("ignored")).collect();
+    assert_eq!(ignored.len(), 1, "{stderr}");
+    for name in [
+        "[api]",
+        "[admin_api]",
+        "[mgm]",
+        "[keystone]",
+        "[mysql1]",
+        "rabbit_use_ssl",
+    ] {
+        assert!(ignored[0].contains(name), "{name} in {}", ignored[0]);
+    }
 }
 
 #[test]
