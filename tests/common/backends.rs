@@ -19,6 +19,8 @@ pub struct Backend {
     delay_ms: Arc<AtomicU64>,
     /// The request line of every HTTP request received, health checks included.
     requests: Arc<Mutex<Vec<String>>>,
+    /// Bytes written to clients (what HAProxy's backend `bout` counts).
+    sent: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -45,25 +47,33 @@ impl Backend {
         let hits = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (s, h, n, d, r) = (
+        let sent = Arc::new(AtomicU64::new(0));
+        let (s, h, n, d, r, o) = (
             stop.clone(),
             hits.clone(),
             name.to_string(),
             delay_ms.clone(),
             requests.clone(),
+            sent.clone(),
         );
         thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (s2, h2, n2, d2, r2) =
-                            (s.clone(), h.clone(), n.clone(), d.clone(), r.clone());
+                        let (s2, h2, n2, d2, r2, o2) = (
+                            s.clone(),
+                            h.clone(),
+                            n.clone(),
+                            d.clone(),
+                            r.clone(),
+                            o.clone(),
+                        );
                         thread::spawn(move || {
                             let _ = conn.set_nonblocking(false);
                             if http {
-                                serve_http(conn, &n2, &h2, &s2, &d2, &r2)
+                                serve_http(conn, &n2, &h2, &s2, &d2, &r2, &o2)
                             } else {
-                                serve_echo(conn, &n2, &h2)
+                                serve_echo(conn, &n2, &h2, &o2)
                             }
                         });
                     }
@@ -78,7 +88,13 @@ impl Backend {
             stop,
             delay_ms,
             requests,
+            sent,
         }
+    }
+
+    /// Bytes this backend has written to its clients.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// The request lines received so far (`GET /path HTTP/1.0`), byte for byte.
@@ -111,6 +127,7 @@ fn serve_http(
     stop: &AtomicBool,
     delay_ms: &AtomicU64,
     requests: &Mutex<Vec<String>>,
+    sent: &AtomicU64,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match conn.try_clone() {
@@ -178,6 +195,7 @@ fn serve_http(
         {
             return;
         }
+        sent.fetch_add((head.len() + body.len()) as u64, Ordering::Relaxed);
         if close {
             let _ = writer.shutdown(Shutdown::Both);
             return;
@@ -185,11 +203,13 @@ fn serve_http(
     }
 }
 
-fn serve_echo(mut conn: TcpStream, name: &str, hits: &AtomicU64) {
+fn serve_echo(mut conn: TcpStream, name: &str, hits: &AtomicU64, sent: &AtomicU64) {
     hits.fetch_add(1, Ordering::Relaxed);
-    if conn.write_all(format!("{name}:").as_bytes()).is_err() {
+    let hello = format!("{name}:");
+    if conn.write_all(hello.as_bytes()).is_err() {
         return;
     }
+    sent.fetch_add(hello.len() as u64, Ordering::Relaxed);
     let mut buf = [0u8; 4096];
     loop {
         match conn.read(&mut buf) {
@@ -198,6 +218,7 @@ fn serve_echo(mut conn: TcpStream, name: &str, hits: &AtomicU64) {
                 if conn.write_all(&buf[..n]).is_err() {
                     return;
                 }
+                sent.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }

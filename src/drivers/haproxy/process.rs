@@ -152,7 +152,9 @@ pub fn validate_with_timeout(
     if out.status.success() {
         return Ok(());
     }
-    let lines = messages(&out.output, None, &["[ALERT]", "[WARNING]"]);
+    // The alerts say why; warnings (a timeout of 0, say) come after them.
+    let mut lines = messages(&out.output, None, &["[ALERT]"]);
+    lines.extend(messages(&out.output, None, &["[WARNING]"]));
     let messages = if lines.is_empty() {
         format!(
             "`{}` failed ({}): {}",
