@@ -130,9 +130,16 @@ fn the_reference_workers_metrics_state_is_taken_over_without_double_billing() {
     );
     // The period starts just after the reference's last one ended.
     assert_eq!(m["utc_start"], "2014-01-09 15:11:45.000001", "{m}");
-    assert!(a.w.log().contains("took over the reference worker's METRICS state"));
+    assert!(a
+        .w
+        .log()
+        .contains("took over the reference worker's METRICS state"));
     let again = a.action("METRICS");
-    assert_eq!(http_bytes_billed(&again), 0, "nothing billed twice: {again}");
+    assert_eq!(
+        http_bytes_billed(&again),
+        0,
+        "nothing billed twice: {again}"
+    );
     // The take-over happens once: the reference's file is not read again.
     write_reference_state(&stats_file, 0, 999_999);
     let Appliance { g, w } = a;
@@ -165,7 +172,9 @@ impl Session {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut hello = [0u8; 5];
-        stream.read_exact(&mut hello).expect("the echo backend's greeting");
+        stream
+            .read_exact(&mut hello)
+            .expect("the echo backend's greeting");
         Session { stream }
     }
 
@@ -205,7 +214,12 @@ fn a_long_tcp_session_outlives_a_reload_by_default() {
     assert!(session.alive("before"));
     // A structural change: HAProxy reloads, the old process keeps this session.
     assert!(passed(&a.update(tcp_lb(port, &db, 20))));
-    assert_eq!(old_workers(&a).len(), 1, "{}", a.master_command("show proc"));
+    assert_eq!(
+        old_workers(&a).len(),
+        1,
+        "{}",
+        a.master_command("show proc")
+    );
     let reloaded = Instant::now();
     // A database session lives on: a query every 5 s (the client timeout is 30 s).
     while reloaded.elapsed() < Duration::from_secs(42) {
