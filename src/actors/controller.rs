@@ -247,7 +247,9 @@ impl ControllerActor {
             Action::Enable => Command::Enable,
             Action::Delete => Command::Delete,
             Action::Stats => Command::Stats,
-            Action::Metrics => Command::Metrics,
+            Action::Metrics => Command::Metrics {
+                job: String::from_utf8_lossy(&job.unique).into_owned(),
+            },
         };
         let rx = self.enqueue(command, ctx);
         let timeout = self.config.job_timeout;

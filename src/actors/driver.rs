@@ -46,7 +46,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Enable => "enable",
         Command::Delete => "delete",
         Command::Stats => "stats",
-        Command::Metrics => "metrics",
+        Command::Metrics { .. } => "metrics",
         Command::Archive(_) => "archive",
         Command::Housekeeping => "housekeeping",
     }

@@ -100,7 +100,10 @@ pub trait LoadBalancerDriver: Send {
     }
 
     /// Bytes out per load balancer since the last call; `Deleted` when there is none.
-    fn get_statistics(&mut self) -> DriverResult<Statistics> {
+    /// `job` is the job's unique id: the same id again (a job the job server handed out
+    /// anew because the worker died before answering it) gets the same report, so that
+    /// nothing is billed twice or lost. Empty: no such id.
+    fn get_statistics(&mut self, _job: &str) -> DriverResult<Statistics> {
         Err(DriverError::unsupported("METRICS", self.name()))
     }
 
@@ -140,7 +143,10 @@ pub enum Command {
     Enable,
     Delete,
     Stats,
-    Metrics,
+    /// With the job's unique id (see `get_statistics`).
+    Metrics {
+        job: String,
+    },
     Archive(ArchiveTarget),
     Housekeeping,
 }
@@ -163,7 +169,7 @@ impl Command {
             Command::Enable => driver.enable().map(|()| Reply::Done),
             Command::Delete => driver.delete().map(|()| Reply::Done),
             Command::Stats => driver.get_status().map(Reply::Status),
-            Command::Metrics => driver.get_statistics().map(Reply::Statistics),
+            Command::Metrics { job } => driver.get_statistics(&job).map(Reply::Statistics),
             Command::Archive(target) => driver.archive(&target).map(|()| Reply::Done),
             Command::Housekeeping => driver.housekeeping().map(|()| Reply::Done),
         }

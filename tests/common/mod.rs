@@ -33,6 +33,29 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A test whose prerequisite is missing. Under CI (`CI=true`) that is a failure; anywhere
+/// else a loud `SKIPPED: <reason>` on stderr and a line in `target/tmp/skipped.txt`, which
+/// `scripts/test.sh` prints at the end (the test runner hides a passing test's output).
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("a prerequisite is missing under CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "SKIPPED: {test}: {reason}");
+    }
+}
+
 /// Polls `check` every 20 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -190,6 +213,8 @@ pub struct WorkerConfig {
     pub haproxy: Option<String>,
     /// `[metrics] listen`; empty (disabled) by default.
     pub metrics_listen: String,
+    /// Environment variables for the worker process (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerConfig {
@@ -203,6 +228,7 @@ impl WorkerConfig {
             extra: String::new(),
             haproxy: None,
             metrics_listen: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -290,6 +316,7 @@ impl Worker {
         let child = Command::new(worker_bin())
             .args(["run", "--config"])
             .arg(&self.config_path)
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

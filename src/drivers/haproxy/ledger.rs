@@ -75,19 +75,32 @@ impl Entry {
     }
 }
 
-/// The file's shape. Protocols are keyed by their contract name (`HTTP`, `TCP`, `GALERA`).
+/// The file's shape. Protocols are keyed by their contract name (`HTTP`, `TCP`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateFile {
     version: u32,
     last_end: Option<String>,
     protocols: BTreeMap<String, Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_report: Option<StoredReport>,
+}
+
+/// The last report and the job it answered: the same job again gets the same report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredReport {
+    job: String,
+    utc_start: String,
+    utc_end: String,
+    bytes_out: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct State {
     last_end: Option<String>,
     entries: BTreeMap<Protocol, Entry>,
+    last_report: Option<StoredReport>,
 }
 
 /// The METRICS ledger of one appliance, backed by its state file.
@@ -143,11 +156,20 @@ impl Ledger {
             };
             entries.insert(named.billing(), merged);
         }
+        let last_report = file.last_report;
+        if let Some(r) = &last_report {
+            for name in r.bytes_out.keys() {
+                Protocol::parse(name).ok_or_else(|| {
+                    corrupt(format!("unknown protocol '{}'", name.escape_debug()))
+                })?;
+            }
+        }
         Ok(Ledger {
             path: path.to_path_buf(),
             state: State {
                 last_end: file.last_end,
                 entries,
+                last_report,
             },
         })
     }
@@ -220,7 +242,11 @@ impl Ledger {
             path: path.to_path_buf(),
             state: State::default(),
         };
-        ledger.commit(State { last_end, entries })?;
+        ledger.commit(State {
+            last_end,
+            entries,
+            last_report: None,
+        })?;
         Ok(ledger)
     }
 
@@ -228,11 +254,21 @@ impl Ledger {
     /// bytes saved before stops and reloads (also of load balancers that no longer exist,
     /// once). The new baselines are on disk before the figures are returned; if writing
     /// fails nothing changes and the same bytes are reported next time.
+    ///
+    /// `job` (the job's unique id; empty if none) is kept with the report: when the worker
+    /// dies between writing a report and answering it, the job server hands the same job
+    /// out again, and it gets the same report rather than a new, empty one.
     pub fn report(
         &mut self,
         now: DateTime<Utc>,
         samples: &[Sample],
+        job: &str,
     ) -> Result<Statistics, LedgerError> {
+        if let Some(last) = &self.state.last_report {
+            if !job.is_empty() && last.job == job {
+                return Ok(last.statistics());
+            }
+        }
         let samples = billed(samples);
         check_unique(&samples)?;
         let mut next = self.state.clone();
@@ -273,19 +309,21 @@ impl Ledger {
             now
         };
         next.last_end = Some(utc_end.clone());
-        self.commit(next)?;
-        let usage = usage
+        let usage: Vec<Usage> = usage
             .into_iter()
             .map(|(protocol, bytes_out)| Usage {
                 protocol,
                 bytes_out,
             })
             .collect();
-        Ok(Statistics {
+        let statistics = Statistics {
             utc_start,
             utc_end,
             usage,
-        })
+        };
+        next.last_report = (!job.is_empty()).then(|| StoredReport::new(job, &statistics));
+        self.commit(next)?;
+        Ok(statistics)
     }
 
     /// Moves the bytes counted since the baseline into "unreported" and takes the samples as
@@ -326,6 +364,7 @@ impl Ledger {
                 .iter()
                 .map(|(p, e)| (p.as_str().to_string(), *e))
                 .collect(),
+            last_report: next.last_report.clone(),
         };
         let text = serde_json::to_vec_pretty(&file).map_err(|e| LedgerError::Write {
             path: self.path.clone(),
@@ -339,6 +378,38 @@ impl Ledger {
         })?;
         self.state = next;
         Ok(())
+    }
+}
+
+impl StoredReport {
+    fn new(job: &str, s: &Statistics) -> StoredReport {
+        StoredReport {
+            job: job.to_string(),
+            utc_start: s.utc_start.clone(),
+            utc_end: s.utc_end.clone(),
+            bytes_out: s
+                .usage
+                .iter()
+                .map(|u| (u.protocol.as_str().to_string(), u.bytes_out))
+                .collect(),
+        }
+    }
+
+    fn statistics(&self) -> Statistics {
+        Statistics {
+            utc_start: self.utc_start.clone(),
+            utc_end: self.utc_end.clone(),
+            usage: self
+                .bytes_out
+                .iter()
+                .filter_map(|(name, &bytes_out)| {
+                    Protocol::parse(name).map(|protocol| Usage {
+                        protocol,
+                        bytes_out,
+                    })
+                })
+                .collect(),
+        }
     }
 }
 
@@ -454,7 +525,11 @@ mod tests {
     fn first_report_counts_from_zero_and_starts_now() {
         let (_dir, _path, mut ledger) = fresh();
         let stats = ledger
-            .report(at(15, 11, 45, 704_754), &[http(100, 5000), tcp(100, 70)])
+            .report(
+                at(15, 11, 45, 704_754),
+                &[http(100, 5000), tcp(100, 70)],
+                "",
+            )
             .unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 15:11:45.704754");
         assert_eq!(stats.utc_end, "2014-01-09 15:11:45.704754");
@@ -476,13 +551,19 @@ mod tests {
     #[test]
     fn second_report_counts_only_new_bytes_and_periods_join() {
         let (_dir, _path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 1), &[http(100, 5000)]).unwrap();
-        let second = ledger.report(at(16, 0, 0, 2), &[http(100, 5000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 1), &[http(100, 5000)], "")
+            .unwrap();
+        let second = ledger
+            .report(at(16, 0, 0, 2), &[http(100, 5000)], "")
+            .unwrap();
         assert_eq!(bytes(&second, Protocol::Http), Some(0));
         // The reference's rule: a period starts one microsecond after the last one ended.
         assert_eq!(second.utc_start, "2014-01-09 15:00:00.000002");
         assert_eq!(second.utc_end, "2014-01-09 16:00:00.000002");
-        let third = ledger.report(at(17, 0, 0, 0), &[http(100, 5123)]).unwrap();
+        let third = ledger
+            .report(at(17, 0, 0, 0), &[http(100, 5123)], "")
+            .unwrap();
         assert_eq!(bytes(&third, Protocol::Http), Some(123));
         assert_eq!(third.utc_start, "2014-01-09 16:00:00.000003");
         assert_eq!(third.utc_end, "2014-01-09 17:00:00.000000");
@@ -491,13 +572,19 @@ mod tests {
     #[test]
     fn reload_between_reports_loses_nothing_and_counts_nothing_twice() {
         let (_dir, _path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000)], "")
+            .unwrap();
         // 500 more bytes, then a reload: the old worker's 500 are saved.
         ledger.save_before_stop(&[http(100, 1500)]).unwrap();
         // The new worker counts from zero and has sent 40 bytes.
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 40)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(200, 40)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(540));
-        let next = ledger.report(at(17, 0, 0, 0), &[http(200, 50)]).unwrap();
+        let next = ledger
+            .report(at(17, 0, 0, 0), &[http(200, 50)], "")
+            .unwrap();
         assert_eq!(bytes(&next, Protocol::Http), Some(10));
     }
 
@@ -505,13 +592,13 @@ mod tests {
     fn a_new_process_counts_from_zero_even_past_the_old_counter() {
         let (_dir, _path, mut ledger) = fresh();
         ledger
-            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)])
+            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)], "")
             .unwrap();
         // HTTP reloaded (500 saved) and TCP restarted behind our back; both new workers have
         // since sent more than the old counters held, which must not hide the change.
         ledger.save_before_stop(&[http(100, 1500)]).unwrap();
         let stats = ledger
-            .report(at(16, 0, 0, 0), &[http(200, 2000), tcp(300, 5000)])
+            .report(at(16, 0, 0, 0), &[http(200, 2000), tcp(300, 5000)], "")
             .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(2500));
         assert_eq!(bytes(&stats, Protocol::Tcp), Some(5000));
@@ -520,23 +607,29 @@ mod tests {
     #[test]
     fn several_reloads_accumulate() {
         let (_dir, _path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000)], "")
+            .unwrap();
         ledger.save_before_stop(&[http(100, 1100)]).unwrap();
         ledger.save_before_stop(&[http(200, 30)]).unwrap();
         ledger.save_before_stop(&[http(300, 7)]).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(400, 2)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(400, 2)], "").unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(100 + 30 + 7 + 2));
     }
 
     #[test]
     fn crash_after_save_before_reload_counts_only_new_bytes() {
         let (_dir, path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000)], "")
+            .unwrap();
         ledger.save_before_stop(&[http(100, 1500)]).unwrap();
         drop(ledger);
         // The worker died before reloading: the same HAProxy process kept counting.
         let mut ledger = Ledger::load(&path).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 1600)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 1600)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(600));
     }
 
@@ -544,16 +637,16 @@ mod tests {
     fn counters_going_down_without_save_count_from_zero() {
         let (_dir, _path, mut ledger) = fresh();
         ledger
-            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)])
+            .report(at(15, 0, 0, 0), &[http(100, 1000), tcp(100, 1000)], "")
             .unwrap();
         // HAProxy restarted behind our back: a new pid, or the same pid with a lower counter.
         let stats = ledger
-            .report(at(16, 0, 0, 0), &[http(300, 25), tcp(100, 30)])
+            .report(at(16, 0, 0, 0), &[http(300, 25), tcp(100, 30)], "")
             .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(25));
         assert_eq!(bytes(&stats, Protocol::Tcp), Some(30));
         let next = ledger
-            .report(at(17, 0, 0, 0), &[http(300, 26), tcp(100, 31)])
+            .report(at(17, 0, 0, 0), &[http(300, 26), tcp(100, 31)], "")
             .unwrap();
         assert_eq!(bytes(&next, Protocol::Http), Some(1));
         assert_eq!(bytes(&next, Protocol::Tcp), Some(1));
@@ -563,16 +656,16 @@ mod tests {
     fn removed_load_balancer_is_reported_once() {
         let (_dir, _path, mut ledger) = fresh();
         ledger
-            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)])
+            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)], "")
             .unwrap();
         // The TCP load balancer is removed by an UPDATE: its bytes are saved first.
         ledger
             .save_before_stop(&[http(100, 15), tcp(100, 28)])
             .unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 1)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 1)], "").unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(6));
         assert_eq!(bytes(&stats, Protocol::Tcp), Some(8));
-        let next = ledger.report(at(17, 0, 0, 0), &[http(200, 1)]).unwrap();
+        let next = ledger.report(at(17, 0, 0, 0), &[http(200, 1)], "").unwrap();
         assert_eq!(bytes(&next, Protocol::Tcp), None);
         assert_eq!(next.usage.len(), 1);
     }
@@ -581,12 +674,14 @@ mod tests {
     fn a_counter_missing_once_is_not_counted_twice() {
         let (_dir, _path, mut ledger) = fresh();
         ledger
-            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)])
+            .report(at(15, 0, 0, 0), &[http(100, 10), tcp(100, 20)], "")
             .unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 11)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 11)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Tcp), None);
         let next = ledger
-            .report(at(17, 0, 0, 0), &[http(100, 11), tcp(100, 25)])
+            .report(at(17, 0, 0, 0), &[http(100, 11), tcp(100, 25)], "")
             .unwrap();
         assert_eq!(bytes(&next, Protocol::Tcp), Some(5));
     }
@@ -594,7 +689,9 @@ mod tests {
     #[test]
     fn state_survives_load_and_file_is_private() {
         let (_dir, path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 42), &[http(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 42), &[http(100, 1000)], "")
+            .unwrap();
         ledger.save_before_stop(&[http(100, 1200)]).unwrap();
         drop(ledger);
         assert_eq!(
@@ -602,11 +699,11 @@ mod tests {
             0o600
         );
         let mut ledger = Ledger::load(&path).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 3)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 3)], "").unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000043");
         assert_eq!(bytes(&stats, Protocol::Http), Some(203));
         let mut ledger = Ledger::load(&path).unwrap();
-        let again = ledger.report(at(17, 0, 0, 0), &[http(200, 3)]).unwrap();
+        let again = ledger.report(at(17, 0, 0, 0), &[http(200, 3)], "").unwrap();
         assert_eq!(bytes(&again, Protocol::Http), Some(0));
         assert_eq!(again.utc_start, "2014-01-09 16:00:00.000001");
         assert!(!path.with_file_name("metrics.json.tmp").exists());
@@ -618,7 +715,7 @@ mod tests {
         let tmp = path.with_file_name("metrics.json.tmp");
         fs::write(&tmp, "leftover").unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 1)]).unwrap();
+        ledger.report(at(15, 0, 0, 0), &[http(100, 1)], "").unwrap();
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -629,15 +726,15 @@ mod tests {
     #[test]
     fn timestamps_have_microseconds_and_never_run_backwards() {
         let (_dir, _path, mut ledger) = fresh();
-        let stats = ledger.report(at(9, 5, 7, 3), &[]).unwrap();
+        let stats = ledger.report(at(9, 5, 7, 3), &[], "").unwrap();
         assert_eq!(stats.utc_end, "2014-01-09 09:05:07.000003");
         assert!(NaiveDateTime::parse_from_str(&stats.utc_end, "%Y-%m-%d %H:%M:%S%.f").is_ok());
         // Nanoseconds are cut, not rounded into a different period boundary.
         let t = Utc.with_ymd_and_hms(2014, 1, 9, 10, 0, 0).unwrap()
             + chrono::Duration::nanoseconds(1_999);
-        let stats = ledger.report(t, &[]).unwrap();
+        let stats = ledger.report(t, &[], "").unwrap();
         assert_eq!(stats.utc_end, "2014-01-09 10:00:00.000001");
-        let back = ledger.report(at(8, 0, 0, 0), &[]).unwrap();
+        let back = ledger.report(at(8, 0, 0, 0), &[], "").unwrap();
         assert_eq!(back.utc_start, "2014-01-09 10:00:00.000002");
         assert_eq!(back.utc_end, back.utc_start);
     }
@@ -645,11 +742,15 @@ mod tests {
     #[test]
     fn forget_all_starts_afresh() {
         let (_dir, path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 1000)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000)], "")
+            .unwrap();
         ledger.save_before_stop(&[http(100, 1200)]).unwrap();
         ledger.forget_all().unwrap();
         let mut ledger = Ledger::load(&path).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 1300)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 1300)], "")
+            .unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 16:00:00.000000");
         assert_eq!(bytes(&stats, Protocol::Http), Some(1300));
     }
@@ -676,15 +777,17 @@ mod tests {
     #[test]
     fn duplicate_samples_are_refused_without_change() {
         let (_dir, path, mut ledger) = fresh();
-        ledger.report(at(15, 0, 0, 0), &[http(100, 10)]).unwrap();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 10)], "")
+            .unwrap();
         assert!(matches!(
-            ledger.report(at(16, 0, 0, 0), &[http(100, 20), http(100, 30)]),
+            ledger.report(at(16, 0, 0, 0), &[http(100, 20), http(100, 30)], ""),
             Err(LedgerError::DuplicateSample(Protocol::Http))
         ));
         assert!(ledger.save_before_stop(&[tcp(1, 1), tcp(1, 2)]).is_err());
         let stats = Ledger::load(&path)
             .unwrap()
-            .report(at(16, 0, 0, 0), &[http(100, 30)])
+            .report(at(16, 0, 0, 0), &[http(100, 30)], "")
             .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(20));
     }
@@ -695,11 +798,13 @@ mod tests {
         let path = dir.path().join("missing-dir").join("metrics.json");
         let mut ledger = Ledger::load(&path).unwrap();
         let err = ledger
-            .report(at(15, 0, 0, 0), &[http(100, 10)])
+            .report(at(15, 0, 0, 0), &[http(100, 10)], "")
             .unwrap_err();
         assert!(matches!(err, LedgerError::Store { .. }), "{err:?}");
         fs::create_dir(path.parent().unwrap()).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(100, 10)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 10)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(10));
         assert_eq!(stats.utc_start, "2014-01-09 16:00:00.000000");
     }
@@ -713,11 +818,11 @@ mod tests {
             bout,
         };
         ledger
-            .report(at(15, 0, 0, 0), &[galera(100, 1000)])
+            .report(at(15, 0, 0, 0), &[galera(100, 1000)], "")
             .unwrap();
         // The tcp load balancer turns from GALERA into TCP: one reload, one bill.
         ledger.save_before_stop(&[galera(100, 1500)]).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[tcp(200, 40)]).unwrap();
+        let stats = ledger.report(at(16, 0, 0, 0), &[tcp(200, 40)], "").unwrap();
         assert_eq!(
             stats.usage,
             vec![Usage {
@@ -739,7 +844,9 @@ mod tests {
         )
         .unwrap();
         let mut ledger = Ledger::load(&path).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[tcp(100, 1600)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[tcp(100, 1600)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Tcp), Some(100 + 507));
     }
 
@@ -775,13 +882,13 @@ mod tests {
         .unwrap();
         // The same HAProxy process kept counting: only what came after the report is billed.
         let stats = ledger
-            .report(at(16, 0, 0, 0), &[http(100, 5300), tcp(100, 71)])
+            .report(at(16, 0, 0, 0), &[http(100, 5300), tcp(100, 71)], "")
             .unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 15:11:45.704755");
         assert_eq!(bytes(&stats, Protocol::Http), Some(300));
         assert_eq!(bytes(&stats, Protocol::Tcp), Some(1));
         let next = ledger
-            .report(at(17, 0, 0, 0), &[http(100, 5300), tcp(100, 71)])
+            .report(at(17, 0, 0, 0), &[http(100, 5300), tcp(100, 71)], "")
             .unwrap();
         assert_eq!(bytes(&next, Protocol::Http), Some(0));
         // The file is ours from now on.
@@ -801,7 +908,9 @@ mod tests {
                 "last_http_bytes_out": 1500, "unreported_http_bytes_out": 2000}"#,
         );
         let mut ledger = import(&path, &reference, &[(Protocol::Http, 200)]).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(200, 40)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(200, 40)], "")
+            .unwrap();
         assert_eq!(stats.utc_start, "2014-01-09 15:00:00.000001");
         assert_eq!(bytes(&stats, Protocol::Http), Some(540));
         assert_eq!(bytes(&stats, Protocol::Tcp), None);
@@ -812,7 +921,9 @@ mod tests {
         let (dir, path, _) = fresh();
         let reference = reference_file(dir.path(), r#"{"last_http_bytes_out": 1500}"#);
         let mut ledger = import(&path, &reference, &[]).unwrap();
-        let stats = ledger.report(at(16, 0, 0, 0), &[http(300, 40)]).unwrap();
+        let stats = ledger
+            .report(at(16, 0, 0, 0), &[http(300, 40)], "")
+            .unwrap();
         assert_eq!(bytes(&stats, Protocol::Http), Some(40));
         assert_eq!(stats.utc_start, stats.utc_end);
     }
@@ -825,5 +936,37 @@ mod tests {
         assert!(err.to_string().contains("haproxy.stats"), "{err}");
         assert!(matches!(err, LedgerError::CorruptReference { .. }), "{err}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_job_handed_out_again_gets_the_same_report() {
+        let (_dir, path, mut ledger) = fresh();
+        ledger
+            .report(at(15, 0, 0, 0), &[http(100, 1000)], "job-1")
+            .unwrap();
+        let first = ledger
+            .report(at(16, 0, 0, 0), &[http(100, 1500)], "job-2")
+            .unwrap();
+        assert_eq!(bytes(&first, Protocol::Http), Some(500));
+        // The worker died after writing job-2's report, before answering: the job server
+        // hands job-2 to the next worker, which must answer it the same, not with 0 bytes.
+        let mut restarted = Ledger::load(&path).unwrap();
+        let again = restarted
+            .report(at(16, 0, 1, 0), &[http(100, 1600)], "job-2")
+            .unwrap();
+        assert_eq!(again, first);
+        // The next job gets what came since job-2's report, once.
+        let next = restarted
+            .report(at(17, 0, 0, 0), &[http(100, 1600)], "job-3")
+            .unwrap();
+        assert_eq!(bytes(&next, Protocol::Http), Some(100));
+        // Without an id there is nothing to recognise: every call is a new report.
+        let anon = restarted
+            .report(at(18, 0, 0, 0), &[http(100, 1600)], "")
+            .unwrap();
+        let anon2 = restarted
+            .report(at(18, 0, 0, 1), &[http(100, 1600)], "")
+            .unwrap();
+        assert_ne!(anon.utc_end, anon2.utc_end);
     }
 }

@@ -4,6 +4,15 @@
 //! refuses, the previous file is put back and keeps serving. STATS and METRICS read the
 //! `stats_socket`; METRICS goes through the `ledger`; ARCHIVE through `archive`.
 
+/// A named step of the apply path where a crash test can make the worker die, exactly
+/// there and as a SIGKILL would (`FAILPOINTS=<name>=return` in a `failpoints` build).
+/// Without that feature it compiles to nothing.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| -> _ { std::process::abort() })
+    };
+}
+
 pub mod alerts;
 pub mod archive;
 pub mod command;
@@ -344,7 +353,9 @@ impl HaproxyDriver {
                 return Ok(());
             }
         };
-        self.ledger()?.save_before_stop(&samples).map_err(failed)
+        self.ledger()?.save_before_stop(&samples).map_err(failed)?;
+        crash_point!("ledger-saved-before-reload");
+        Ok(())
     }
 
     fn write_server_state(&self, text: &str) -> DriverResult<()> {
@@ -562,6 +573,42 @@ impl HaproxyDriver {
         Ok(())
     }
 
+    /// The full path: write and check the candidate, refuse ports held by others, carry
+    /// node health and byte counters over, then swap the file in and reload.
+    fn apply_with_reload(&mut self, next: Model, text: &str) -> DriverResult<()> {
+        files::write_atomic(&self.paths.candidate, text.as_bytes(), files::PRIVATE_MODE)
+            .map_err(failed)?;
+        self.ensure_server_state()?;
+        if let Err(e) = process::validate_with_timeout(
+            &self.settings.binary,
+            &self.paths.candidate,
+            self.timeouts.command,
+        ) {
+            let _ = files::remove_if_exists(&self.paths.candidate);
+            self.stats
+                .validation_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(failed(e));
+        }
+        crash_point!("apply-candidate-checked");
+        let running = self.process.is_running();
+        self.check_ports(&next)?;
+        if running {
+            // Node health survives the reload: hand HAProxy the states still valid.
+            match self.socket.show_servers_state() {
+                Ok(dump) => {
+                    let live = self.applied.clone().unwrap_or_default();
+                    self.write_server_state(&render::carry_server_state(&dump, &live, &next))?;
+                }
+                Err(e) => {
+                    warn!(self.log, "cannot save server states before the reload"; "error" => %e)
+                }
+            }
+            self.save_counters()?;
+        }
+        self.swap_and_load(next, text, running)
+    }
+
     /// Puts the checked configuration in place (with its model, so a worker that dies
     /// now restarts knowing what the file says) and has HAProxy load it; on refusal the
     /// previous file and model come back and keep serving.
@@ -570,11 +617,14 @@ impl HaproxyDriver {
             .live
             .backup(&self.paths.config, &self.paths.backup)
             .map_err(failed)?;
+        crash_point!("apply-backup-taken");
         self.live
             .install(&self.paths.config, text.as_bytes())
             .map_err(failed)?;
+        crash_point!("apply-file-replaced");
         let _ = files::remove_if_exists(&self.paths.candidate);
         self.persist_model(&next);
+        crash_point!("apply-before-reload");
         let outcome = if running {
             self.process.reload()
         } else {
@@ -582,6 +632,7 @@ impl HaproxyDriver {
         };
         match outcome {
             Ok(()) => {
+                crash_point!("apply-after-reload");
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 // The new process was built from the file: nothing is parked any more.
                 self.lingering.clear();
@@ -700,37 +751,10 @@ impl LoadBalancerDriver for HaproxyDriver {
         }
         let text = render::render(&next, &self.render_env()?)
             .map_err(|e| DriverError::Invalid(e.to_string()))?;
-        files::write_atomic(&self.paths.candidate, text.as_bytes(), files::PRIVATE_MODE)
-            .map_err(failed)?;
-        self.ensure_server_state()?;
-        if let Err(e) = process::validate_with_timeout(
-            &self.settings.binary,
-            &self.paths.candidate,
-            self.timeouts.command,
-        ) {
-            let _ = files::remove_if_exists(&self.paths.candidate);
-            self.stats
-                .validation_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(failed(e));
-        }
-        let running = self.process.is_running();
-        self.check_ports(&next)?;
-        if running {
-            // Node health survives the reload: hand HAProxy the states still valid.
-            match self.socket.show_servers_state() {
-                Ok(dump) => {
-                    let live = self.applied.clone().unwrap_or_default();
-                    self.write_server_state(&render::carry_server_state(&dump, &live, &next))?;
-                }
-                Err(e) => {
-                    warn!(self.log, "cannot save server states before the reload"; "error" => %e)
-                }
-            }
-            self.save_counters()?;
-        }
+        // From here a worker that dies leaves the marker: its successor reloads from the
+        // file, so that what runs is what the file says.
         self.mark_applying()?;
-        let result = self.swap_and_load(next, &text, running);
+        let result = self.apply_with_reload(next, &text);
         self.applied_done();
         result
     }
@@ -848,7 +872,7 @@ impl LoadBalancerDriver for HaproxyDriver {
         Ok(nodes)
     }
 
-    fn get_statistics(&mut self) -> DriverResult<Statistics> {
+    fn get_statistics(&mut self, job: &str) -> DriverResult<Statistics> {
         if !self.has_config() {
             return Err(DriverError::Deleted);
         }
@@ -857,9 +881,12 @@ impl LoadBalancerDriver for HaproxyDriver {
         } else {
             Vec::new()
         };
-        self.ledger()?
-            .report(chrono::Utc::now(), &samples)
-            .map_err(failed)
+        let statistics = self
+            .ledger()?
+            .report(chrono::Utc::now(), &samples, job)
+            .map_err(failed)?;
+        crash_point!("metrics-ledger-written");
+        Ok(statistics)
     }
 
     fn archive(&mut self, target: &ArchiveTarget) -> DriverResult<()> {

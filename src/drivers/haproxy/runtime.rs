@@ -174,7 +174,10 @@ pub fn apply(
 ) -> Result<Applied, RuntimeError> {
     let mut applied = Applied::default();
     let lb_of = |protocol: Protocol| next.get(protocol);
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 {
+            crash_point!("runtime-between-commands");
+        }
         match step {
             Step::Add { protocol, node } => {
                 let Some(lb) = lb_of(*protocol) else { continue };
