@@ -40,10 +40,22 @@ fn read_pid(path: &std::path::Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// A counter from the worker's `/metrics` page.
+fn counter(metrics_port: u16, name: &str) -> u64 {
+    let (status, page) =
+        common::backends::http_get_path(metrics_port, "/metrics").expect("/metrics");
+    assert_eq!(status, 200);
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
+}
+
 #[test]
 fn haproxy_killed_is_restarted_from_the_last_good_config() {
     let g = Gearmand::start();
-    let w = haproxy_worker(&g, |_| {});
+    let mport = free_port();
+    let w = haproxy_worker(&g, |cfg| cfg.metrics_listen = format!("127.0.0.1:{mport}"));
+    let job = |action: &str| submit(&g.addr(), w.function(), &json!({"hpcs_action": action}));
     let b = Backend::http("b");
     let port = free_port();
     assert!(passed(&submit(
@@ -53,17 +65,19 @@ fn haproxy_killed_is_restarted_from_the_last_good_config() {
     )));
     let state = w.dir.path().join("state");
     let master = read_pid(&state.join("haproxy.pid")).expect("pid file");
+    // A driver turn right before the kill: upkeep (which restarts HAProxy) waits for the
+    // driver to be idle 5 s, so the STATS right after the kill finds HAProxy dead.
+    assert!(passed(&job("STATS")));
     // SIGKILL the whole HAProxy: master and workers.
     let _ = kill(Pid::from_raw(-master), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(master), Signal::SIGKILL);
-    let stats = submit(&g.addr(), w.function(), &json!({"hpcs_action": "STATS"}));
-    if !passed(&stats) {
-        assert!(
-            answer_error(&stats).contains("not running"),
-            "FAIL with a reason: {stats}"
-        );
-    }
-    // Housekeeping notices within its interval and starts HAProxy again.
+    let stats = job("STATS");
+    assert_eq!(stats["hpcs_response"], "FAIL", "{stats}");
+    assert!(
+        answer_error(&stats).contains("HAProxy is not running"),
+        "FAIL with a reason: {stats}"
+    );
+    // Upkeep notices and starts HAProxy again from the last good configuration.
     assert!(
         wait_until(Duration::from_secs(20), || http_get(port, None)
             .map(|r| r.1 == "b")
@@ -77,21 +91,26 @@ fn haproxy_killed_is_restarted_from_the_last_good_config() {
         "{}",
         w.log()
     );
-    let stats = submit(&g.addr(), w.function(), &json!({"hpcs_action": "STATS"}));
+    assert_eq!(counter(mport, "libra_worker_haproxy_restarts_total"), 1);
+    let stats = job("STATS");
     assert!(passed(&stats), "{stats}");
     assert_ne!(read_pid(&state.join("haproxy.pid")), Some(master));
 
-    // Suspended: a dead HAProxy stays dead.
-    assert!(passed(&submit(
-        &g.addr(),
-        w.function(),
-        &json!({"hpcs_action": "SUSPEND"})
-    )));
-    std::thread::sleep(Duration::from_secs(6));
+    // Suspended: HAProxy is stopped, and upkeep leaves it so, turn after turn.
+    assert!(passed(&job("SUSPEND")));
+    let turns = counter(mport, "libra_worker_driver_housekeeping_total");
+    assert!(
+        wait_until(Duration::from_secs(40), || counter(
+            mport,
+            "libra_worker_driver_housekeeping_total"
+        ) >= turns + 2),
+        "two upkeep turns while suspended"
+    );
     assert!(
         !port_open(port),
         "a suspended load balancer is not restarted"
     );
+    assert_eq!(counter(mport, "libra_worker_haproxy_restarts_total"), 1);
 }
 
 #[test]

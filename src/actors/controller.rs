@@ -140,11 +140,16 @@ impl ControllerActor {
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
         let rx = self.enqueue(Command::Housekeeping, ctx);
         let log = self.log.clone();
+        let t = self.telemetry.clone();
         ctx.spawn(
             async move {
-                if let Ok(Err(e)) = rx.await {
-                    warn!(log, "driver housekeeping failed"; "error" => %e);
+                match rx.await {
+                    Ok(Err(e)) => warn!(log, "driver housekeeping failed"; "error" => %e),
+                    Ok(Ok(_)) => {}
+                    Err(_) => return,
                 }
+                t.housekeeping
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             .into_actor(self),
         );

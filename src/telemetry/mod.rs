@@ -109,6 +109,9 @@ pub struct Telemetry {
     pub driver_mailbox: MailboxStats,
     pub jobs: JobStats,
     pub driver: Arc<DriverStats>,
+    /// Upkeep turns the driver finished (each one restarts a HAProxy that died, unless
+    /// the load balancer is suspended or deleted).
+    pub housekeeping: AtomicU64,
     connections: RwLock<Vec<Arc<ConnectionStatus>>>,
 }
 
@@ -120,6 +123,7 @@ impl Default for Telemetry {
             driver_mailbox: MailboxStats::default(),
             jobs: JobStats::default(),
             driver: Arc::new(DriverStats::default()),
+            housekeeping: AtomicU64::new(0),
             connections: RwLock::new(Vec::new()),
         }
     }

@@ -260,6 +260,11 @@ pub fn render(t: &Telemetry) -> String {
             "Times the worker restarted a HAProxy that had died.",
             d.restarts.load(Ordering::Relaxed),
         ),
+        (
+            "libra_worker_driver_housekeeping_total",
+            "Upkeep turns the driver finished (restarting a dead HAProxy, sweeping drained servers).",
+            t.housekeeping.load(Ordering::Relaxed),
+        ),
     ] {
         header(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");

@@ -54,10 +54,6 @@ const COOKIE_KEY_FILE: &str = "cookie.key";
 /// Present while a change is being applied: a worker that finds it at start-up (it died
 /// half-way) reloads HAProxy from the file, so that what runs is what the file says.
 const APPLYING_FILE: &str = "applying";
-/// How long a STATS answer is reused. Node health changes only when a health check runs
-/// (every second at the fastest), so a burst of STATS costs one HAProxy query, not one
-/// each; every action that changes the appliance drops the cached answer.
-const STATUS_CACHE_TTL: Duration = Duration::from_millis(100);
 
 /// Where everything lives.
 #[derive(Debug, Clone)]
@@ -113,7 +109,6 @@ pub struct HaproxyDriver {
     /// deleted by housekeeping.
     lingering: runtime::ParkedServers,
     cookie_key: Option<String>,
-    status_cache: Option<(std::time::Instant, Vec<NodeStatus>)>,
 }
 
 fn failed(e: impl std::fmt::Display) -> DriverError {
@@ -159,7 +154,6 @@ impl HaproxyDriver {
             started_up: false,
             lingering: runtime::ParkedServers::new(),
             cookie_key: None,
-            status_cache: None,
         }
     }
 
@@ -693,7 +687,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn init(&mut self) -> DriverResult<()> {
-        self.status_cache = None;
         self.pending = Model::new();
         Ok(())
     }
@@ -729,7 +722,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn create(&mut self) -> DriverResult<()> {
-        self.status_cache = None;
         let mut next = std::mem::take(&mut self.pending);
         self.ensure_state_dir()?;
         if let Some(live) = &self.applied {
@@ -760,7 +752,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn suspend(&mut self) -> DriverResult<()> {
-        self.status_cache = None;
         self.ensure_state_dir()?;
         if !self.has_config() {
             return Ok(());
@@ -777,7 +768,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn enable(&mut self) -> DriverResult<()> {
-        self.status_cache = None;
         if !self.has_config() {
             return Err(failed("There is no load balancer configuration to enable (it was deleted or never created)"));
         }
@@ -792,7 +782,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn delete(&mut self) -> DriverResult<()> {
-        self.status_cache = None;
         if self.process.is_running() {
             self.process.stop().map_err(failed)?;
         }
@@ -825,11 +814,6 @@ impl LoadBalancerDriver for HaproxyDriver {
     fn get_status(&mut self) -> DriverResult<Vec<NodeStatus>> {
         if !self.has_config() {
             return Err(DriverError::Deleted);
-        }
-        if let Some((at, nodes)) = &self.status_cache {
-            if at.elapsed() < STATUS_CACHE_TTL {
-                return Ok(nodes.clone());
-            }
         }
         // One round trip: the stats socket answers only while HAProxy runs.
         let rows = match self.socket.show_stat() {
@@ -868,7 +852,6 @@ impl LoadBalancerDriver for HaproxyDriver {
                 up: row.get("status") == Some("UP"),
             });
         }
-        self.status_cache = Some((std::time::Instant::now(), nodes.clone()));
         Ok(nodes)
     }
 
@@ -910,9 +893,6 @@ impl LoadBalancerDriver for HaproxyDriver {
         }
         let running = self.process.is_running();
         self.stats.set_up(running);
-        if !running {
-            self.status_cache = None;
-        }
         if running && !self.lingering.is_empty() {
             self.lingering = runtime::sweep(&self.socket, &self.lingering);
         }
