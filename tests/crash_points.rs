@@ -60,9 +60,9 @@ fn tcp_bytes_billed(metrics: &Value) -> u64 {
         .as_array()
         .expect("loadBalancers")
         .iter()
-        .filter(|l| l["protocol"] == "tcp")
+        .find(|l| l["protocol"] == "tcp")
         .map(|l| l["bytes_out"].as_u64().expect("an integer"))
-        .sum()
+        .unwrap_or_else(|| panic!("no tcp entry: {metrics}"))
 }
 
 /// A few round trips through the TCP load balancer, each on its own connection, all of

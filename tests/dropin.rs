@@ -22,7 +22,7 @@ fn http_bytes_billed(metrics: &Value) -> u64 {
         .iter()
         .find(|l| l["protocol"] == "http")
         .map(|l| l["bytes_out"].as_u64().expect("an integer"))
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no http entry: {metrics}"))
 }
 
 #[test]

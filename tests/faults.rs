@@ -94,7 +94,8 @@ fn haproxy_killed_is_restarted_from_the_last_good_config() {
     assert_eq!(counter(mport, "libra_worker_haproxy_restarts_total"), 1);
     let stats = job("STATS");
     assert!(passed(&stats), "{stats}");
-    assert_ne!(read_pid(&state.join("haproxy.pid")), Some(master));
+    let restarted = read_pid(&state.join("haproxy.pid")).expect("the new master's pid file");
+    assert_ne!(restarted, master, "a new HAProxy master");
 
     // Suspended: HAProxy is stopped, and upkeep leaves it so, turn after turn.
     assert!(passed(&job("SUSPEND")));
@@ -442,7 +443,7 @@ impl Drop for SmallFs {
 #[test]
 fn full_or_read_only_state_directory_fails_the_update_and_keeps_serving() {
     let Some(fs) = SmallFs::mount("2m") else {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        skip_or_fail("mounting a small tmpfs needs root");
         return;
     };
     let g = Gearmand::start();

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn runs_an_update_and_stops_its_haproxy() {
         let Some(bin) = worker_binary() else {
-            eprintln!("skipped: build the libra-worker binary first (cargo build)");
+            crate::bench::skip_or_fail("the libra-worker binary is not built (cargo build)");
             return;
         };
         let dir = tempfile::tempdir().unwrap();

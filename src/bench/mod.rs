@@ -37,6 +37,29 @@ pub mod updates;
 pub mod wrk;
 pub mod zero_drop;
 
+/// A unit test whose prerequisite is missing: a failure under CI (`CI=true`), elsewhere a
+/// loud `SKIPPED` line that `scripts/test.sh` lists at the end.
+#[cfg(test)]
+pub(crate) fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("a prerequisite is missing under CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tmp/skipped.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)
+    {
+        use std::io::Write;
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        let _ = writeln!(f, "SKIPPED: {test}: {reason}");
+    }
+}
+
 use std::path::PathBuf;
 use std::time::Duration;
 

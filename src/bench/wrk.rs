@@ -319,7 +319,7 @@ Transfer/sec:      1.14MB
     #[test]
     fn runs_against_a_backend_in_both_modes_and_stops_on_sigint() {
         let Some(wrk) = program() else {
-            eprintln!("skipped: wrk is not installed");
+            crate::bench::skip_or_fail("wrk is not installed (apt-get install wrk)");
             return;
         };
         let b = HttpBackend::start("w").unwrap();

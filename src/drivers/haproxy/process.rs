@@ -1612,35 +1612,6 @@ mod tests {
         assert!(serves(h.port));
     }
 
-    /// End-to-end reload cost; run with `cargo test --lib reload_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn reload_cost() {
-        let mut h = TestHaproxy::started();
-        const N: u32 = 50;
-        let started = Instant::now();
-        for _ in 0..N {
-            h.managed.reload().unwrap();
-        }
-        let total = started.elapsed();
-        println!(
-            "{N} reloads in {} ms: {:.1} ms per reload",
-            total.as_millis(),
-            total.as_secs_f64() * 1000.0 / f64::from(N)
-        );
-        let started = Instant::now();
-        for _ in 0..N {
-            validate(Path::new(HAPROXY), &h.path("haproxy.cfg")).unwrap();
-        }
-        let total = started.elapsed();
-        println!(
-            "{N} `haproxy -c` in {} ms: {:.1} ms per check",
-            total.as_millis(),
-            total.as_secs_f64() * 1000.0 / f64::from(N)
-        );
-        assert!(serves(h.port));
-    }
-
     mod service {
         use super::*;
 
