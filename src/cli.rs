@@ -1,6 +1,7 @@
-//! The command line: `run`, `check-config`, `submit` (a Gearman client that submits one
-//! job and prints the answer), `haproxy stop` and `bench`. Exit codes: 0 success, 1 a
-//! runtime failure, 2 a usage or configuration error.
+//! The command line: `run`, `check-config`, `sudoers` (the sudoers rule service mode
+//! needs), `submit` (a Gearman client that submits one job and prints the answer),
+//! `haproxy stop` and `bench`. Exit codes: 0 success, 1 a runtime failure, 2 a usage or
+//! configuration error.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,15 @@ pub enum Cmd {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Print the sudoers rule service mode needs for this configuration: every command
+    /// the worker runs through sudo, fully specified (a comment says when none is needed).
+    Sudoers {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user the worker runs as (default: the current user).
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Submit one job to a job server and print the answer's JSON.
     Submit {
@@ -95,6 +105,7 @@ pub fn main() -> i32 {
             }
         },
         Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::Sudoers { config, user } => sudoers(&config, user),
         Cmd::Submit {
             server,
             function,
@@ -178,6 +189,50 @@ fn check_config(path: &std::path::Path) -> i32 {
         Err(e) => {
             eprintln!("libra-worker: cannot print the configuration: {e}");
             1
+        }
+    }
+}
+
+fn sudoers(path: &std::path::Path, user: Option<String>) -> i32 {
+    use crate::drivers::haproxy::sudoers::{rule, Rule};
+    use nix::unistd::{geteuid, User};
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("libra-worker: configuration error: {e}");
+            return 2;
+        }
+    };
+    let (name, is_root) = match user {
+        Some(name) => {
+            // A user not created yet is not root.
+            let root = name == "root"
+                || User::from_name(&name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|u| u.uid.is_root());
+            (name, root)
+        }
+        None => match User::from_uid(geteuid()) {
+            Ok(Some(u)) => (u.name, u.uid.is_root()),
+            _ => {
+                eprintln!("libra-worker: cannot tell the current user's name; give --user NAME");
+                return 2;
+            }
+        },
+    };
+    match rule(&settings.haproxy, path, &name, is_root) {
+        Ok(Rule::Needed(text)) => {
+            print!("{text}");
+            0
+        }
+        Ok(Rule::NotNeeded(why)) => {
+            println!("# {why}");
+            0
+        }
+        Err(e) => {
+            eprintln!("libra-worker: {e}");
+            2
         }
     }
 }

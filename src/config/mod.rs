@@ -218,8 +218,11 @@ pub struct HaproxySettings {
     /// Apply node-only changes through the stats socket instead of a reload.
     pub runtime_api: bool,
     /// Service mode: the command prefix of every privileged step (`sudo -n`); empty when
-    /// the worker may do them itself. Commands never go through a shell.
+    /// the worker may do them itself. Commands never go through a shell. Resolved for the
+    /// user running the worker (see [`HaproxySettings::sudo_for`]).
     pub sudo: Vec<String>,
+    /// The `sudo` key as the file gives it, split into words; None when the key is absent.
+    pub sudo_setting: Option<Vec<String>>,
     /// The reference worker's METRICS state file, taken over once when the worker's own
     /// ledger does not exist yet.
     pub reference_statsfile: Option<PathBuf>,
@@ -232,6 +235,19 @@ pub struct HaproxySettings {
 }
 
 impl HaproxySettings {
+    /// The privilege prefix for a worker run by root (`runs_as_root`) or by another user:
+    /// the `sudo` key when given; otherwise `sudo -n` in service mode for a user other
+    /// than root, and none in managed mode or for root.
+    pub fn sudo_for(&self, runs_as_root: bool) -> Vec<String> {
+        match &self.sudo_setting {
+            Some(prefix) => prefix.clone(),
+            None if self.mode == HaproxyMode::Service && !runs_as_root => {
+                program_words(DEFAULT_SUDO)
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// `argv` as a privileged step runs it: behind the `sudo` prefix unless it already
     /// starts with that program.
     pub fn privileged(&self, argv: &[String]) -> Vec<String> {
@@ -793,7 +809,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
             format!("'{bind_address}' is not an IP address"),
         ));
     }
-    let settings = HaproxySettings {
+    let mut settings = HaproxySettings {
         mode,
         binary: resolve_program(&set(&h.binary).unwrap_or_else(|| PathBuf::from("haproxy"))),
         bind_address,
@@ -810,13 +826,9 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
             "service haproxy reload",
         )?,
         runtime_api: h.runtime_api.unwrap_or(true),
-        sudo: match h.sudo.as_deref() {
-            Some(prefix) => program_words(prefix),
-            None if mode == HaproxyMode::Service && !nix::unistd::geteuid().is_root() => {
-                program_words(DEFAULT_SUDO)
-            }
-            None => Vec::new(),
-        },
+        // Resolved below, once the settings exist.
+        sudo: Vec::new(),
+        sudo_setting: h.sudo.as_deref().map(program_words),
         reference_statsfile: set(&h.reference_statsfile),
         maxconn: match h.maxconn.unwrap_or(DEFAULT_MAXCONN) {
             0 => return Err(invalid("haproxy.maxconn", "must be at least 1")),
@@ -829,6 +841,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         max_old_workers: h.max_old_workers.unwrap_or(DEFAULT_MAX_OLD_WORKERS),
         state_dir,
     };
+    settings.sudo = settings.sudo_for(nix::unistd::geteuid().is_root());
     for (key, p) in [
         ("haproxy.config_file", &settings.config_file),
         ("haproxy.logfile", &settings.logfile),

@@ -25,6 +25,24 @@ pub fn worker_bin() -> &'static str {
     env!("CARGO_BIN_EXE_libra-worker")
 }
 
+/// Whether the test runs as root, which `reason` needs. When not: under CI (`CI=true`)
+/// the test fails with the reason; elsewhere it prints `SKIPPED: <reason>` on stderr and
+/// returns false, and the caller returns at once.
+pub fn require_root(reason: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test must run as root under CI: {reason}"
+    );
+    // Straight to the process's stderr: `eprintln!` is captured, and hidden, for a test
+    // that passes, and a skip must show.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason} (needs root)");
+    false
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -215,6 +233,9 @@ pub struct WorkerConfig {
     pub metrics_listen: String,
     /// Environment variables for the worker process (e.g. `FAILPOINTS`).
     pub env: Vec<(String, String)>,
+    /// Run the worker as this uid and gid instead of the test's user (the test must be
+    /// root; supplementary groups are dropped).
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl WorkerConfig {
@@ -229,6 +250,7 @@ impl WorkerConfig {
             haproxy: None,
             metrics_listen: String::new(),
             env: Vec::new(),
+            run_as: None,
         }
     }
 
@@ -313,15 +335,19 @@ impl Worker {
             .open(&self.log_path)
             .expect("log");
         let err = log.try_clone().expect("log");
-        let child = Command::new(worker_bin())
+        let mut command = Command::new(worker_bin());
+        command
             .args(["run", "--config"])
             .arg(&self.config_path)
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("start worker");
+            .stderr(err);
+        if let Some((uid, gid)) = self.config.run_as {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().expect("start worker");
         self.child = Some(child);
     }
 

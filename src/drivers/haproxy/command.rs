@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -173,6 +173,48 @@ fn run_with_stdout(
             })
         }
     }
+}
+
+/// When sudo itself refused the command, rather than the command failing (`sudo -n`
+/// without a matching rule prints `sudo: a password is required`): a text whose first
+/// words say it all (`hpcs_error` keeps 128 characters) — sudo's line, the command named
+/// briefly (program, last argument), what to do — then the whole command, for the log.
+pub fn sudo_refusal(e: &CommandError) -> Option<String> {
+    let CommandError::Failed {
+        command,
+        status,
+        output,
+    } = e
+    else {
+        return None;
+    };
+    let mut words = command.split(' ');
+    let sudo = words.next()?;
+    if Path::new(sudo).file_name()? != "sudo" {
+        return None;
+    }
+    let said = output
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("sudo: ") && !l.contains("unable to resolve host"))?;
+    // sudo's own options, then the command it was asked to run.
+    let run: Vec<&str> = words.skip_while(|w| w.starts_with('-')).collect();
+    let (program, args) = run.split_first()?;
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let brief = match args.last() {
+        Some(last) if last.starts_with('/') => format!("{name} … {last}"),
+        _ => std::iter::once(name)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    Some(format!(
+        "{said} for `{brief}`: add the worker's sudoers rule (`libra-worker sudoers --config \
+         <its configuration>` prints it); `{command}` failed ({status})"
+    ))
 }
 
 /// The command as a person would type it, for error texts.
@@ -343,6 +385,46 @@ mod tests {
             run(&[], Duration::from_secs(1)),
             Err(CommandError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn a_sudo_refusal_says_so_first() {
+        let refused = |command: &str, output: &str| {
+            let status = run_unchecked(&sh("exit 1"), Duration::from_secs(10))
+                .unwrap()
+                .status;
+            sudo_refusal(&CommandError::Failed {
+                command: command.to_string(),
+                status,
+                output: output.to_string(),
+            })
+        };
+        let text = refused(
+            "/usr/bin/sudo -n /usr/bin/cp -- /var/lib/libra-worker/haproxy.cfg.staged /etc/haproxy/haproxy.cfg.tmp",
+            "sudo: unable to resolve host lb1: Name or service not known\nsudo: a password is required",
+        )
+        .unwrap();
+        assert!(
+            text.starts_with("sudo: a password is required for `cp … /etc/haproxy/haproxy.cfg.tmp`: add the worker's sudoers rule"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`/usr/bin/sudo -n /usr/bin/cp -- /var/lib/"),
+            "{text}"
+        );
+        let text = refused(
+            "/usr/bin/sudo -n /usr/sbin/service haproxy reload",
+            "sudo: a password is required",
+        )
+        .unwrap();
+        assert!(text.contains("for `service haproxy reload`"), "{text}");
+        // The command's own failure, or no sudo at all, is not a refusal.
+        assert!(refused(
+            "/usr/bin/sudo -n /usr/bin/cp -- a b",
+            "/usr/bin/cp: cannot stat 'a'"
+        )
+        .is_none());
+        assert!(refused("/usr/bin/env cp a b", "sudo: a password is required").is_none());
     }
 
     #[test]

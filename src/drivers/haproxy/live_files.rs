@@ -4,18 +4,17 @@
 //! write (`/etc/haproxy`, `/var/log`), and each step goes through the configured privilege
 //! prefix (`sudo -n`), as the reference worker did, without a shell and still atomic: the
 //! content is written and flushed in the state directory, which the worker owns, then a
-//! privileged `mv` renames it into place (`cp` to a temporary name beside the target
-//! first when the two directories are on different file systems).
+//! privileged `cp` puts a root-owned copy beside the target and a privileged `mv` renames
+//! it into place. `privileged_commands` lists those commands for the sudoers rule.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Seek, SeekFrom};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::command::{self, CommandError};
 use super::files::{self, FileError};
-use crate::config::resolve_program;
 
 /// Mode of a configuration the worker writes into the distribution's directory, as the
 /// distribution ships it (HAProxy starts as root and reads it before dropping privileges).
@@ -29,8 +28,20 @@ pub enum LiveFileError {
     Stage { path: PathBuf, source: io::Error },
     #[error("privileged step failed: {0}")]
     Privileged(#[source] CommandError),
+    /// sudo itself refused: the text says so first (see `command::sudo_refusal`).
+    #[error("{0}")]
+    SudoRefused(String),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+}
+
+impl LiveFileError {
+    fn from_command(e: CommandError) -> Self {
+        match command::sudo_refusal(&e) {
+            Some(text) => LiveFileError::SudoRefused(text),
+            None => LiveFileError::Privileged(e),
+        }
+    }
 }
 
 /// How the live files are reached.
@@ -60,24 +71,55 @@ impl LiveFiles {
         !self.sudo.is_empty()
     }
 
-    /// Runs `program [-f] -- paths...` behind the privilege prefix.
-    fn run(&self, program: &str, force: bool, paths: &[&Path]) -> Result<(), LiveFileError> {
-        let argv = self.argv(program, force, paths);
+    /// Runs `command` behind the privilege prefix.
+    fn run(&self, command: &[String]) -> Result<(), LiveFileError> {
+        let argv: Vec<String> = self.sudo.iter().chain(command).cloned().collect();
         command::run(&argv, self.timeout)
             .map(|_| ())
-            .map_err(LiveFileError::Privileged)
+            .map_err(LiveFileError::from_command)
     }
 
-    fn argv(&self, program: &str, force: bool, paths: &[&Path]) -> Vec<String> {
-        let mut argv = self.sudo.clone();
-        argv.push(resolve_program(Path::new(program)).display().to_string());
-        if force {
-            argv.push("-f".to_string());
+    /// The file `install` stages the content of `live` in: the state directory, which the
+    /// worker owns.
+    fn staged_path(&self, live: &Path) -> Result<PathBuf, LiveFileError> {
+        let name = live.file_name().ok_or_else(|| FileError::NoFileName {
+            path: live.to_path_buf(),
+        })?;
+        let mut staged_name = name.to_os_string();
+        staged_name.push(".staged");
+        Ok(self.staging_dir.join(staged_name))
+    }
+
+    /// The privileged commands that put the staged content on `live`, in order: a copy
+    /// beside it, which root creates and so owns, renamed onto it. Moving the staged file
+    /// itself would put a file of the worker's, writable by it, on the live path; the
+    /// copy also makes the commands the same whatever file systems the two directories
+    /// are on, so the sudoers rule does not depend on mounts.
+    fn install_commands(
+        &self,
+        staged: &Path,
+        live: &Path,
+    ) -> Result<Vec<Vec<String>>, LiveFileError> {
+        let tmp = files::tmp_path(live)?;
+        Ok(vec![
+            helper_argv("cp", false, &[staged, &tmp]),
+            helper_argv("mv", true, &[&tmp, live]),
+        ])
+    }
+
+    /// The commands `step` runs behind the privilege prefix, the prefix left out: what a
+    /// sudoers rule must allow, built by the same code the steps run. Empty when the
+    /// worker does the step itself.
+    pub fn privileged_commands(&self, step: Step<'_>) -> Result<Vec<Vec<String>>, LiveFileError> {
+        if !self.privileged() {
+            return Ok(Vec::new());
         }
-        // No path can be taken for an option.
-        argv.push("--".to_string());
-        argv.extend(paths.iter().map(|p| p.display().to_string()));
-        argv
+        Ok(match step {
+            Step::Install(live) => self.install_commands(&self.staged_path(live)?, live)?,
+            Step::Remove(path) => vec![remove_command(path)],
+            Step::Truncate(path) => vec![truncate_command(path)],
+            Step::Read(path) => vec![read_command(path)],
+        })
     }
 
     /// Replaces `live` with `bytes`, atomically.
@@ -85,24 +127,17 @@ impl LiveFiles {
         if !self.privileged() {
             return Ok(files::write_atomic(live, bytes, self.mode)?);
         }
-        let name = live.file_name().ok_or_else(|| FileError::NoFileName {
-            path: live.to_path_buf(),
-        })?;
-        let mut staged_name = name.to_os_string();
-        staged_name.push(".staged");
-        let staged = self.staging_dir.join(staged_name);
+        let staged = self.staged_path(live)?;
+        let commands = self.install_commands(&staged, live)?;
         files::write_atomic(&staged, bytes, self.mode)?;
-        let result = if same_file_system(&self.staging_dir, live) {
-            self.run("mv", true, &[&staged, live])
-        } else {
-            // `mv` across file systems copies in place: copy beside the target first.
-            let tmp = files::tmp_path(live)?;
-            self.run("cp", false, &[&staged, &tmp])
-                .and_then(|()| self.run("mv", true, &[&tmp, live]))
-        };
+        let result = commands.iter().try_for_each(|c| self.run(c));
         let _ = files::remove_if_exists(&staged);
         result?;
-        // The rename is durable once the directory is; reading it is enough to sync it.
+        // `cp` does not flush: flush the copy (same inode) and the rename, best effort
+        // (a read-only descriptor is enough, when the mode lets the worker open it).
+        if let Ok(file) = File::open(live) {
+            let _ = file.sync_all();
+        }
         sync_dir(live);
         Ok(())
     }
@@ -147,7 +182,7 @@ impl LiveFiles {
         if fs::symlink_metadata(path).is_err() {
             return Ok(false);
         }
-        self.run("rm", true, &[path])?;
+        self.run(&remove_command(path))?;
         Ok(true)
     }
 
@@ -168,7 +203,7 @@ impl LiveFiles {
                     source,
                 });
         }
-        self.run("cp", false, &[Path::new("/dev/null"), path])
+        self.run(&truncate_command(path))
     }
 
     /// The content of `path`, read through the privilege prefix when the worker may not.
@@ -209,25 +244,70 @@ impl LiveFiles {
         };
         let mut copy = command::unlinked_file(&self.staging_dir).map_err(stage)?;
         let out = copy.try_clone().map_err(stage)?;
-        command::run_into(&self.argv("cat", false, &[path]), self.timeout, out)
-            .map_err(LiveFileError::Privileged)?;
+        let argv: Vec<String> = self
+            .sudo
+            .iter()
+            .cloned()
+            .chain(read_command(path))
+            .collect();
+        command::run_into(&argv, self.timeout, out).map_err(LiveFileError::from_command)?;
         copy.seek(SeekFrom::Start(0)).map_err(stage)?;
         Ok(copy)
     }
 }
 
-/// Whether `dir` and the directory of `path` are on one file system (a rename between
-/// them is atomic).
-fn same_file_system(dir: &Path, path: &Path) -> bool {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match (fs::metadata(dir), fs::metadata(parent)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => false,
-    }
+/// A privileged step on a live file, for listing the commands it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// `install` (and so `backup` and `restore`) onto this path.
+    Install(&'a Path),
+    /// `remove` of this path.
+    Remove(&'a Path),
+    /// `truncate` of this path.
+    Truncate(&'a Path),
+    /// `read` or `open` of this path when the worker may not read it.
+    Read(&'a Path),
 }
+
+fn remove_command(path: &Path) -> Vec<String> {
+    helper_argv("rm", true, &[path])
+}
+
+/// Copying the empty device over a file truncates it in place (same inode).
+fn truncate_command(path: &Path) -> Vec<String> {
+    helper_argv("cp", false, &[Path::new("/dev/null"), path])
+}
+
+fn read_command(path: &Path) -> Vec<String> {
+    helper_argv("cat", false, &[path])
+}
+
+/// `program [-f] -- paths...`, the program an absolute path found the same way whoever
+/// asks: the worker running the step and `libra-worker sudoers` writing its rule (run by
+/// another user, with another `PATH`) must name the same file.
+fn helper_argv(program: &str, force: bool, paths: &[&Path]) -> Vec<String> {
+    let mut argv = vec![helper_program(program)];
+    if force {
+        argv.push("-f".to_string());
+    }
+    // No path can be taken for an option.
+    argv.push("--".to_string());
+    argv.extend(paths.iter().map(|p| p.display().to_string()));
+    argv
+}
+
+/// Where coreutils lives, not looked up on `PATH`: a step run as root must not depend on
+/// the worker's environment.
+fn helper_program(name: &str) -> String {
+    HELPER_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .map_or_else(|| name.to_string(), |p| p.display().to_string())
+}
+
+/// Directories the helper programs (`cp`, `mv`, `rm`, `cat`) are taken from, in order.
+const HELPER_DIRS: &[&str] = &["/usr/bin", "/bin"];
 
 /// Flushes the directory of `path` (best effort: a read-only open is enough to sync it).
 fn sync_dir(path: &Path) {
@@ -321,6 +401,60 @@ mod tests {
     }
 
     #[test]
+    fn the_listed_commands_copy_beside_the_live_file_then_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = through(dir.path(), "/usr/bin/sudo");
+        let live = Path::new("/etc/haproxy/haproxy.cfg");
+        let state = dir.path().join("state").display().to_string();
+        let words = |c: &Vec<String>| -> Vec<String> {
+            // The program by name: /usr/bin or /bin, whichever this system has.
+            let mut c = c.clone();
+            c[0] = Path::new(&c[0])
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into();
+            c
+        };
+        let listed: Vec<Vec<String>> = files
+            .privileged_commands(Step::Install(live))
+            .unwrap()
+            .iter()
+            .map(words)
+            .collect();
+        let staged = format!("{state}/haproxy.cfg.staged");
+        assert_eq!(
+            listed,
+            vec![
+                vec!["cp", "--", &staged, "/etc/haproxy/haproxy.cfg.tmp"],
+                vec![
+                    "mv",
+                    "-f",
+                    "--",
+                    "/etc/haproxy/haproxy.cfg.tmp",
+                    "/etc/haproxy/haproxy.cfg"
+                ],
+            ]
+        );
+        for (step, program) in [
+            (Step::Remove(live), "rm"),
+            (Step::Truncate(live), "cp"),
+            (Step::Read(live), "cat"),
+        ] {
+            let c = files.privileged_commands(step).unwrap();
+            assert_eq!(c.len(), 1);
+            assert!(c[0][0].starts_with('/'), "{c:?}");
+            assert_eq!(words(&c[0])[0], program);
+        }
+        // Done directly: nothing to list.
+        let direct = direct(dir.path());
+        assert!(direct
+            .privileged_commands(Step::Install(live))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn a_refused_privileged_step_names_the_command_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("state")).unwrap();
@@ -329,7 +463,10 @@ mod tests {
         // `false` refuses every step, as `sudo -n` without a rule does.
         let files = through(dir.path(), "/bin/false");
         let err = files.install(&live, b"new").unwrap_err().to_string();
-        assert!(err.contains("/bin/false") && err.contains("mv"), "{err}");
+        assert!(
+            err.contains("/bin/false") && err.contains("cp -- "),
+            "{err}"
+        );
         assert_eq!(fs::read(&live).unwrap(), b"old");
         assert!(files.remove(&live).is_err());
         assert!(live.exists());

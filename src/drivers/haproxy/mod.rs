@@ -24,6 +24,7 @@ pub mod process;
 pub mod render;
 pub mod runtime;
 pub mod stats_socket;
+pub mod sudoers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -125,20 +126,7 @@ impl HaproxyDriver {
         let timeouts = timeouts_for(job_timeout);
         let process = process::from_settings(&settings, timeouts);
         let socket = StatsSocket::new(&settings.stats_socket, timeouts.cli);
-        let live = match settings.mode {
-            HaproxyMode::Managed => LiveFiles::new(
-                Vec::new(),
-                settings.state_dir.clone(),
-                files::PRIVATE_MODE,
-                timeouts.command,
-            ),
-            HaproxyMode::Service => LiveFiles::new(
-                settings.sudo.clone(),
-                settings.state_dir.clone(),
-                live_files::SERVICE_CONFIG_MODE,
-                timeouts.command,
-            ),
-        };
+        let live = live_files_for(&settings, timeouts.command);
         HaproxyDriver {
             live,
             paths: Paths::new(&settings),
@@ -667,6 +655,32 @@ impl HaproxyDriver {
     }
 }
 
+/// Whether a server of `show stat` with this `status` takes traffic. `UP 1/3` is UP with a
+/// check transition pending (a server added at run time reads so until its first check,
+/// up to the check interval later); `DOWN 1/2` is DOWN on its way up, still out of rotation.
+fn serves(status: &str) -> bool {
+    status == "UP" || status.starts_with("UP ")
+}
+
+/// How the driver of `settings` reaches the live files: directly in managed mode, through
+/// the privilege prefix in service mode. `sudoers` lists the commands of the same value.
+fn live_files_for(settings: &HaproxySettings, timeout: Duration) -> LiveFiles {
+    match settings.mode {
+        HaproxyMode::Managed => LiveFiles::new(
+            Vec::new(),
+            settings.state_dir.clone(),
+            files::PRIVATE_MODE,
+            timeout,
+        ),
+        HaproxyMode::Service => LiveFiles::new(
+            settings.sudo.clone(),
+            settings.state_dir.clone(),
+            live_files::SERVICE_CONFIG_MODE,
+            timeout,
+        ),
+    }
+}
+
 /// Bounds for each process step, inside the job deadline so the driver answers first.
 fn timeouts_for(job_timeout: Duration) -> Timeouts {
     let inner = job_timeout
@@ -849,7 +863,7 @@ impl LoadBalancerDriver for HaproxyDriver {
             }
             nodes.push(NodeStatus {
                 id: id.to_string(),
-                up: row.get("status") == Some("UP"),
+                up: row.get("status").is_some_and(serves),
             });
         }
         Ok(nodes)
@@ -918,5 +932,29 @@ pub fn stop_managed(settings: &HaproxySettings) -> Result<String, String> {
         Ok(Some(pid)) => Ok(format!("stopped HAProxy (master pid {pid})")),
         Ok(None) => Ok("HAProxy was not running".to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_up_with_a_check_pending_serves() {
+        for up in ["UP", "UP 1/3", "UP 2/3"] {
+            assert!(serves(up), "{up}");
+        }
+        for down in [
+            "DOWN",
+            "DOWN 1/2",
+            "MAINT",
+            "MAINT (resolution)",
+            "NOLB",
+            "DRAIN",
+            "UPPER",
+            "",
+        ] {
+            assert!(!serves(down), "{down}");
+        }
     }
 }

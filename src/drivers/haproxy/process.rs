@@ -93,6 +93,9 @@ pub enum ProcessError {
     },
     #[error("{0}")]
     ServiceCommand(#[source] CommandError),
+    /// sudo itself refused a service command (see `command::sudo_refusal`).
+    #[error("{0}")]
+    SudoRefused(String),
     #[error("HAProxy does not answer on {} after `{command}`: {source}", socket.display())]
     ServiceNotAnswering {
         command: String,
@@ -101,6 +104,18 @@ pub enum ProcessError {
     },
     #[error("HAProxy still answers on {} after `{command}`", socket.display())]
     ServiceStillRunning { command: String, socket: PathBuf },
+    #[error(
+        "HAProxy did not load the new configuration within {} s of `{command}`: process {pid} \
+         still answers on {} (HAProxy's log says why)",
+        Secs(*.timeout),
+        socket.display()
+    )]
+    ServiceNotReloaded {
+        command: String,
+        socket: PathBuf,
+        pid: String,
+        timeout: Duration,
+    },
 }
 
 fn reload_failed_text(alerts: &str, serving: bool) -> String {
@@ -842,14 +857,41 @@ impl Service {
     fn run(&self, argv: &[String]) -> Result<(), ProcessError> {
         command::run(argv, self.timeouts.command)
             .map(|_| ())
-            .map_err(ProcessError::ServiceCommand)
+            .map_err(|e| match command::sudo_refusal(&e) {
+                Some(text) => ProcessError::SudoRefused(text),
+                None => ProcessError::ServiceCommand(e),
+            })
     }
 
-    fn wait_answering(&self, argv: &[String], timeout: Duration) -> Result<(), ProcessError> {
+    /// The process answering on the stats socket now, if any.
+    fn serving_pid(&self) -> Option<String> {
+        self.stats.show_info().ok()?.remove("Pid")
+    }
+
+    /// Waits until a process other than `previous` answers on the stats socket.
+    fn wait_answering(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        previous: Option<&str>,
+    ) -> Result<(), ProcessError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.stats.show_info() {
-                Ok(_) => return Ok(()),
+                Ok(info) => match (previous, info.get("Pid")) {
+                    (Some(old), Some(pid)) if pid == old => {
+                        if Instant::now() >= deadline {
+                            return Err(ProcessError::ServiceNotReloaded {
+                                command: command::display(argv),
+                                socket: self.stats.path().to_path_buf(),
+                                pid: old.to_string(),
+                                timeout,
+                            });
+                        }
+                        thread::sleep(POLL_INTERVAL);
+                    }
+                    _ => return Ok(()),
+                },
                 Err(source) if Instant::now() >= deadline => {
                     return Err(ProcessError::ServiceNotAnswering {
                         command: command::display(argv),
@@ -873,12 +915,17 @@ impl Process for Service {
             return Ok(());
         }
         self.run(&self.start_cmd)?;
-        self.wait_answering(&self.start_cmd, self.timeouts.start)
+        self.wait_answering(&self.start_cmd, self.timeouts.start, None)
     }
 
+    /// Done when a new process answers: every init system's reload (a new master-worker
+    /// worker, `-sf`, a restart) replaces the serving process, and the old one goes on
+    /// answering on the socket until then, so "it answers" alone would say PASS before the
+    /// new configuration serves, or when HAProxy refused it.
     fn reload(&mut self) -> Result<(), ProcessError> {
+        let previous = self.serving_pid();
         self.run(&self.reload_cmd)?;
-        self.wait_answering(&self.reload_cmd, self.timeouts.reload)
+        self.wait_answering(&self.reload_cmd, self.timeouts.reload, previous.as_deref())
     }
 
     fn stop(&mut self) -> Result<(), ProcessError> {
@@ -1545,6 +1592,7 @@ mod tests {
             reload_cmd: vec![],
             runtime_api: true,
             sudo: vec![],
+            sudo_setting: None,
             reference_statsfile: None,
             maxconn: 50_000,
             hard_stop_after: None,
@@ -1750,14 +1798,31 @@ mod tests {
             )
             .unwrap();
             s.reload().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !serves(second) {
-                assert!(
-                    Instant::now() < deadline,
-                    "reloaded configuration not serving"
-                );
-                thread::sleep(POLL_INTERVAL);
-            }
+            // Done means the new configuration serves.
+            assert!(serves(second), "reloaded configuration not serving");
+            // A reload that replaces nothing is not taken for one.
+            let idle_dir = d.join("idle");
+            std::fs::create_dir(&idle_dir).unwrap();
+            let mut idle = Service::new(
+                script(&idle_dir, "start.sh", "true"),
+                script(&idle_dir, "stop.sh", "true"),
+                script(&idle_dir, "reload.sh", "true"),
+                StatsSocket::new(d.join("stats.sock"), Duration::from_secs(1)),
+                Timeouts {
+                    reload: Duration::from_millis(500),
+                    ..Timeouts::default()
+                },
+            );
+            let err = idle.reload().unwrap_err();
+            assert!(
+                matches!(err, ProcessError::ServiceNotReloaded { .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("HAProxy did not load the new configuration within 0.5 s"),
+                "{err}"
+            );
             s.stop().unwrap();
             assert!(!s.is_running());
         }
