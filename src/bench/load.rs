@@ -2,7 +2,9 @@
 //! over C pipelined client connections on one thread, and records every job's latency
 //! (submit to WORK_COMPLETE) and outcome. Each connection answers a batch of finished
 //! jobs with one write of as many new SUBMIT_JOBs, so the generator costs a few
-//! microseconds of CPU per job and is not the ceiling of what it measures.
+//! microseconds of CPU per job and is not the ceiling of what it measures. Under
+//! `Expect::Pass` every job carries its own tag, and an answer that does not echo its own
+//! job's tag is a failure: a worker that mixed answers up cannot pass.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -44,6 +46,9 @@ pub struct LoadSpec {
     pub warmup: u64,
     /// Bound on the whole run, warm-up included.
     pub timeout: Duration,
+    /// Give every job its own tag and count an answer that does not echo its job's tag
+    /// as `mismatched` (for workers that answer with the request echoed).
+    pub tag: bool,
 }
 
 /// What can stop a run.
@@ -72,6 +77,8 @@ pub struct Outcomes {
     pub pass: u64,
     /// WORK_COMPLETE with anything else (FAIL, or no `hpcs_response` at all).
     pub not_pass: u64,
+    /// A PASS that echoed another job's tag: an answer paired with the wrong job.
+    pub mismatched: u64,
     pub work_fail: u64,
     pub work_exception: u64,
 }
@@ -80,13 +87,17 @@ impl Outcomes {
     fn add(&mut self, other: &Outcomes) {
         self.pass += other.pass;
         self.not_pass += other.not_pass;
+        self.mismatched += other.mismatched;
         self.work_fail += other.work_fail;
         self.work_exception += other.work_exception;
     }
 
-    fn count(&mut self, outcome: &JobOutcome) {
+    fn count(&mut self, outcome: &JobOutcome, tag: Option<&str>) {
         match outcome {
-            JobOutcome::Complete(data) if answer_passed(data) => self.pass += 1,
+            JobOutcome::Complete(data) if answer_passed(data) => match tag {
+                Some(tag) if answer_tag(data).as_deref() != Some(tag) => self.mismatched += 1,
+                _ => self.pass += 1,
+            },
             JobOutcome::Complete(_) => self.not_pass += 1,
             JobOutcome::Fail => self.work_fail += 1,
             JobOutcome::Exception(_) => self.work_exception += 1,
@@ -97,7 +108,7 @@ impl Outcomes {
     pub fn failures(&self, expect: Expect) -> u64 {
         let gearman = self.work_fail + self.work_exception;
         match expect {
-            Expect::Pass => gearman + self.not_pass,
+            Expect::Pass => gearman + self.not_pass + self.mismatched,
             Expect::Any => gearman,
         }
     }
@@ -114,6 +125,41 @@ pub fn answer_passed(data: &[u8]) -> bool {
         .ok()
         .and_then(|a| a.hpcs_response)
         .is_some_and(|r| r == crate::jobs::response::PASS)
+}
+
+/// The field each job's tag travels in; the worker echoes unknown fields.
+pub const TAG_FIELD: &str = "libra_bench_tag";
+
+/// `body` (a JSON object) with `"libra_bench_tag": "<tag>"` as its first field.
+fn tagged(body: &[u8], tag: &str) -> Bytes {
+    let Some(rest) = body.strip_prefix(b"{") else {
+        return Bytes::copy_from_slice(body);
+    };
+    let mut out = Vec::with_capacity(body.len() + TAG_FIELD.len() + tag.len() + 8);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(TAG_FIELD.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    out.extend_from_slice(tag.as_bytes());
+    out.push(b'"');
+    if rest.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+/// The tag an answer echoes.
+fn answer_tag(data: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(data)
+        .ok()?
+        .get(TAG_FIELD)?
+        .as_str()
+        .map(String::from)
+}
+
+/// The tag of connection `conn`'s job `seq`.
+fn tag_of(conn: usize, seq: u64) -> String {
+    format!("{conn}-{seq}")
 }
 
 /// The result of a run.
@@ -159,7 +205,7 @@ impl LoadReport {
         format!(
             "{jobs} jobs to {f} at {s}, window {w} over {c} connection(s): {rate:.0} jobs/s in {secs:.3} s\n\
              latency: p50 {p50:.1} us, p90 {p90:.1} us, p99 {p99:.1} us (min {min:.1}, max {max:.1}, mean {mean:.1})\n\
-             answers: {pass} PASS, {np} not PASS; failures: {wf} WORK_FAIL, {we} WORK_EXCEPTION\n\
+             answers: {pass} PASS, {np} not PASS, {mm} with another job's tag; failures: {wf} WORK_FAIL, {we} WORK_EXCEPTION\n\
              generator: {gus:.2} us CPU per job, {gpc:.0}% of one core",
             jobs = self.jobs,
             f = spec.function,
@@ -176,6 +222,7 @@ impl LoadReport {
             mean = l.mean_us,
             pass = o.pass,
             np = o.not_pass,
+            mm = o.mismatched,
             wf = o.work_fail,
             we = o.work_exception,
             gus = self.generator_us_per_job(),
@@ -277,17 +324,18 @@ async fn phase(
     answered: &Cell<u64>,
     record: bool,
 ) -> Result<Vec<Tally>, LoadError> {
-    let drives = clients.iter_mut().zip(shares).map(|(client, &share)| {
-        drive(
-            client,
-            &spec.function,
-            &spec.body,
-            share,
-            quota,
-            answered,
-            record,
-        )
-    });
+    let drives = clients
+        .iter_mut()
+        .zip(shares)
+        .enumerate()
+        .map(|(conn, (client, &share))| {
+            let job = Jobs {
+                function: &spec.function,
+                body: &spec.body,
+                tag: spec.tag.then_some(conn),
+            };
+            drive(client, job, share, quota, answered, record)
+        });
     futures::future::try_join_all(drives)
         .await
         .map_err(LoadError::Run)
@@ -322,10 +370,18 @@ impl SendTimes {
     }
 }
 
+/// What one connection submits: the function, the body, and (when tagging) the
+/// connection's number, which with the job's sequence number makes its tag.
+#[derive(Clone, Copy)]
+struct Jobs<'a> {
+    function: &'a str,
+    body: &'a Bytes,
+    tag: Option<usize>,
+}
+
 async fn submit(
     client: &mut Client,
-    function: &str,
-    body: &Bytes,
+    jobs: Jobs<'_>,
     n: usize,
     times: &mut SendTimes,
 ) -> Result<(), ClientError> {
@@ -334,7 +390,11 @@ async fn submit(
     }
     let now = Instant::now();
     for _ in 0..n {
-        let seq = client.feed(function, body.clone()).await?;
+        let body = match jobs.tag {
+            Some(conn) => tagged(jobs.body, &tag_of(conn, client.next_seq())),
+            None => jobs.body.clone(),
+        };
+        let seq = client.feed(jobs.function, body).await?;
         times.first_seq.get_or_insert(seq);
         times.at.push(now);
     }
@@ -344,8 +404,7 @@ async fn submit(
 
 async fn drive(
     client: &mut Client,
-    function: &str,
-    body: &Bytes,
+    jobs: Jobs<'_>,
     share: usize,
     quota: &Cell<u64>,
     answered: &Cell<u64>,
@@ -357,7 +416,7 @@ async fn drive(
         at: Vec::new(),
     };
     let first = take(quota, share);
-    submit(client, function, body, first, &mut times).await?;
+    submit(client, jobs, first, &mut times).await?;
     while client.outstanding() > 0 {
         let mut next: Option<Finished> = Some(client.next_finished().await?);
         let mut done = 0;
@@ -368,7 +427,8 @@ async fn drive(
                     let ns = now.duration_since(sent).as_nanos();
                     tally.samples.push(u64::try_from(ns).unwrap_or(u64::MAX));
                 }
-                tally.outcomes.count(&finished.outcome);
+                let tag = jobs.tag.map(|conn| tag_of(conn, finished.seq));
+                tally.outcomes.count(&finished.outcome, tag.as_deref());
             }
             done += 1;
             // Take every answer that is already here before writing the next batch.
@@ -380,7 +440,7 @@ async fn drive(
         }
         answered.set(answered.get() + done as u64);
         let refill = take(quota, done);
-        submit(client, function, body, refill, &mut times).await?;
+        submit(client, jobs, refill, &mut times).await?;
     }
     Ok(tally)
 }
@@ -415,10 +475,34 @@ mod tests {
         assert!(!answer_passed(br#"{"hpcs_action":"DISCOVER"}"#));
         assert!(!answer_passed(b"not json"));
         let mut o = Outcomes::default();
-        o.count(&JobOutcome::Complete(Bytes::from_static(b"{}")));
-        o.count(&JobOutcome::Fail);
+        o.count(&JobOutcome::Complete(Bytes::from_static(b"{}")), None);
+        o.count(&JobOutcome::Fail, None);
         assert_eq!(o.failures(Expect::Pass), 2);
         assert_eq!(o.failures(Expect::Any), 1);
+    }
+
+    #[test]
+    fn an_answer_with_another_jobs_tag_is_a_failure() {
+        let body = tagged(br#"{"hpcs_action":"DISCOVER"}"#, &tag_of(1, 7));
+        assert_eq!(
+            &body[..],
+            br#"{"libra_bench_tag":"1-7","hpcs_action":"DISCOVER"}"#
+        );
+        assert_eq!(&tagged(b"{}", "x")[..], br#"{"libra_bench_tag":"x"}"#);
+        let answer = |tag: &str| {
+            JobOutcome::Complete(Bytes::from(format!(
+                r#"{{"libra_bench_tag":"{tag}","hpcs_response":"PASS"}}"#
+            )))
+        };
+        let mut o = Outcomes::default();
+        o.count(&answer("1-7"), Some("1-7"));
+        o.count(&answer("1-8"), Some("1-7"));
+        o.count(
+            &JobOutcome::Complete(Bytes::from_static(br#"{"hpcs_response":"PASS"}"#)),
+            Some("1-7"),
+        );
+        assert_eq!((o.pass, o.mismatched), (1, 2));
+        assert_eq!(o.failures(Expect::Pass), 2);
     }
 
     #[test]
@@ -437,6 +521,7 @@ mod tests {
             connections: 3,
             warmup: 20,
             timeout: Duration::from_secs(60),
+            tag: false,
         };
         let r = run(&spec).unwrap();
         assert_eq!(r.jobs, 300, "warm-up jobs are not measured");
@@ -478,6 +563,7 @@ mod tests {
             connections: 2,
             warmup: 0,
             timeout: Duration::from_secs(1),
+            tag: false,
         };
         assert!(matches!(run(&spec), Err(LoadError::Spec(_))));
     }

@@ -218,6 +218,7 @@ pub fn main(args: BenchArgs) -> i32 {
         connections: args.connections,
         warmup: args.warmup,
         timeout: Duration::from_secs(args.timeout),
+        tag: args.expect == load::Expect::Pass,
     };
     match load::run(&spec) {
         Ok(report) => {

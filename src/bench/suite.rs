@@ -316,6 +316,7 @@ impl Suite<'_> {
             connections: case.connections,
             warmup: 0,
             timeout: RUN_TIMEOUT,
+            tag: case.expect == Expect::Pass,
         }
     }
 

@@ -155,6 +155,11 @@ impl Client {
         Ok(self.framed.flush().await?)
     }
 
+    /// The sequence number the next job sent will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Jobs sent and not finished yet.
     pub fn outstanding(&self) -> usize {
         self.awaiting_handle.len() + self.running.len()

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+/// The delay that means "until released".
+const HOLD: u64 = u64::MAX;
+
 /// A running backend.
 pub struct Backend {
     pub name: String,
@@ -107,6 +110,17 @@ impl Backend {
         self.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Holds every HTTP answer (the request counted in `hits`) until [`Backend::release`]:
+    /// a request stays in flight for as long as a test needs, not for a guessed time.
+    pub fn hold(&self) {
+        self.delay_ms.store(HOLD, Ordering::Relaxed);
+    }
+
+    /// Lets held answers (and later ones) go at once.
+    pub fn release(&self) {
+        self.delay_ms.store(0, Ordering::Relaxed);
+    }
+
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
@@ -178,6 +192,9 @@ fn serve_http(
             return;
         }
         hits.fetch_add(1, Ordering::Relaxed);
+        while delay_ms.load(Ordering::Relaxed) == HOLD && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(5));
+        }
         let delay = delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             thread::sleep(Duration::from_millis(delay));

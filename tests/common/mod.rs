@@ -36,12 +36,32 @@ pub fn require_root(reason: &str) -> bool {
     false
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on, never handed out twice in this test process. Ports
+/// come from below the kernel's ephemeral range (32768 and up), so no outgoing
+/// connection takes one as its source port between this call and the test's bind; each
+/// is checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    // Test binaries run one after another; start each one somewhere else in the range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in FIRST..LAST {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (port - FIRST) % (LAST - FIRST);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{LAST}");
 }
 
 /// A test whose prerequisite is missing. Under CI (`CI=true`) that is a failure; anywhere
@@ -397,9 +417,25 @@ impl Worker {
     /// managed HAProxy still running in it.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.terminate();
+        self.check_no_panic();
         self.owns_haproxy = false;
         let dir = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Fails the test if the worker's log shows a panic: a panicking actor dies quietly
+    /// (the worker may even go on), so every stop of a worker checks its log.
+    fn check_no_panic(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.log();
+        if let Some(line) = log.lines().find(|l| l.contains("panicked at")) {
+            panic!(
+                "the worker panicked: {line}\n---- worker log {} ----\n{log}",
+                self.log_path.display()
+            );
+        }
     }
 
     fn terminate(&mut self) {
@@ -435,6 +471,8 @@ impl Drop for Worker {
                 self.log_path.display(),
                 self.log()
             );
+        } else {
+            self.check_no_panic();
         }
     }
 }
