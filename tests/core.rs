@@ -389,7 +389,7 @@ fn two_hundred_jobs_in_flight_each_answer_is_its_own() {
         .unwrap();
     let mismatched = rt.block_on(async {
         // 100 jobs on each job server, all sent before any answer is read.
-        let mut clients = vec![
+        let mut clients = [
             Client::connect(&g1.addr()).await.unwrap(),
             Client::connect(&g2.addr()).await.unwrap(),
         ];
