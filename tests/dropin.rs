@@ -264,3 +264,97 @@ fn old_processes_are_bounded_by_max_old_workers() {
     );
     assert_eq!(old_workers(&a).len(), 1);
 }
+
+/// One keep-alive HTTP client: requests one after another on one connection, a new
+/// connection only when the server said `Connection: close` (or closed between answers).
+/// A request sent and never answered is a failure.
+fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64) {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::Ordering;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    'connections: while !stop.load(Ordering::Relaxed) {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            failed += 1;
+            continue;
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        while !stop.load(Ordering::Relaxed) {
+            if writer
+                .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+                .is_err()
+            {
+                failed += 1;
+                continue 'connections;
+            }
+            let mut status = String::new();
+            if reader.read_line(&mut status).unwrap_or(0) == 0 || !status.starts_with("HTTP/1.1 200") {
+                failed += 1;
+                continue 'connections;
+            }
+            let (mut length, mut close) = (0usize, false);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    failed += 1;
+                    continue 'connections;
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                close |= l.starts_with("connection:") && l.contains("close");
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                failed += 1;
+                continue 'connections;
+            }
+            ok += 1;
+            if close {
+                continue 'connections;
+            }
+        }
+    }
+    (ok, failed)
+}
+
+#[test]
+fn keep_alive_clients_lose_nothing_across_a_storm_of_reloads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a = Appliance::start();
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let port = free_port();
+    let lb = |timeout: u32| {
+        let mut l = http_lb(port, vec![node(1, &b1), node(2, &b2)]);
+        l["options"] = json!({"client_timeout": timeout});
+        json!([l])
+    };
+    assert!(passed(&a.update(lb(30_000))));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || keep_alive_client(port, &stop))
+        })
+        .collect();
+    // Structural UPDATEs back to back: each one reloads HAProxy while every client holds
+    // a keep-alive connection, and more reloads come than `max_old_workers` allows.
+    for i in 0..30 {
+        let v = a.update(lb(30_000 + i));
+        assert!(passed(&v), "{v}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 100, "only {ok} requests went through");
+    assert_eq!(failed, 0, "{failed} of {} keep-alive requests failed", ok + failed);
+}
