@@ -277,7 +277,9 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u
             failed += 1;
             continue;
         };
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut writer = stream.try_clone().unwrap();
         let mut reader = BufReader::new(stream);
         while !stop.load(Ordering::Relaxed) {
@@ -289,7 +291,9 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u
                 continue 'connections;
             }
             let mut status = String::new();
-            if reader.read_line(&mut status).unwrap_or(0) == 0 || !status.starts_with("HTTP/1.1 200") {
+            if reader.read_line(&mut status).unwrap_or(0) == 0
+                || !status.starts_with("HTTP/1.1 200")
+            {
                 failed += 1;
                 continue 'connections;
             }
@@ -326,7 +330,17 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u
 #[test]
 fn keep_alive_clients_lose_nothing_across_a_storm_of_reloads() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let a = Appliance::start();
+    // The tightest bound on old processes: one. An old process must be done with its
+    // keep-alive clients (each closed after its next answer) before the next reload stops
+    // it, or requests fail.
+    let g = Gearmand::start();
+    let mut cfg = WorkerConfig::new(&[g.addr()]);
+    cfg.driver = "haproxy".to_string();
+    let w = Worker::start_edited(cfg, |toml, _| {
+        set_key(&toml, "haproxy", "max_old_workers", "1")
+    });
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(15)));
+    let a = Appliance { g, w };
     let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
     let port = free_port();
     let lb = |timeout: u32| {
@@ -336,7 +350,7 @@ fn keep_alive_clients_lose_nothing_across_a_storm_of_reloads() {
     };
     assert!(passed(&a.update(lb(30_000))));
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..8)
         .map(|_| {
             let stop = stop.clone();
             std::thread::spawn(move || keep_alive_client(port, &stop))
@@ -344,7 +358,7 @@ fn keep_alive_clients_lose_nothing_across_a_storm_of_reloads() {
         .collect();
     // Structural UPDATEs back to back: each one reloads HAProxy while every client holds
     // a keep-alive connection, and more reloads come than `max_old_workers` allows.
-    for i in 0..30 {
+    for i in 0..40 {
         let v = a.update(lb(30_000 + i));
         assert!(passed(&v), "{v}");
     }
@@ -356,5 +370,10 @@ fn keep_alive_clients_lose_nothing_across_a_storm_of_reloads() {
         failed += f;
     }
     assert!(ok > 100, "only {ok} requests went through");
-    assert_eq!(failed, 0, "{failed} of {} keep-alive requests failed", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} keep-alive requests failed",
+        ok + failed
+    );
 }
