@@ -823,7 +823,6 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     };
     let cap = s.measure(std::slice::from_ref(&cap_case), args.reps)?;
     drop(c4);
-    drop(c_workers);
 
     // Log level: warning (the table above) against the default, info.
     note!("log level: warning vs info");
@@ -981,6 +980,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let pf_peak = procfs::memory(main.pid())?;
     drop(pf1);
     drop(pf4);
+    drop(c_workers);
     let _ = writeln!(md, "### Prefetch depth (`gearman.prefetch`; DISCOVER)\n");
     let _ = writeln!(
         md,
