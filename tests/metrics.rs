@@ -157,3 +157,81 @@ fn healthz_follows_the_job_server() {
         "healthy again"
     );
 }
+
+#[test]
+fn twenty_updates_in_flight_show_in_the_driver_queue() {
+    use libra_worker::gearman::client::{Client, JobOutcome};
+    let g = Gearmand::start();
+    let mport = free_port();
+    let mut cfg = WorkerConfig::new(&[g.addr()]);
+    cfg.driver = "haproxy".to_string();
+    cfg.metrics_listen = format!("127.0.0.1:{mport}");
+    let w = Worker::start(cfg);
+    assert!(w.wait_for_log("connected to job server", 1, Duration::from_secs(15)));
+    let b = Backend::http("b");
+    let port = free_port();
+    // Structural UPDATEs (each reloads HAProxy, tens of ms): they queue for the driver.
+    let update = |i: u32| {
+        json!({"hpcs_action": "UPDATE", "loadBalancers": [{"protocol": "HTTP", "port": port,
+            "nodes": [{"id": 1, "address": "127.0.0.1", "port": b.port}],
+            "options": {"client_timeout": 10_000 + i}}]})
+    };
+    let scrape = || http_get_path(mport, "/metrics").unwrap().1;
+    let driver = |page: &str, series: &str| {
+        value(page, &format!("{series}{{actor=\"driver\"}}")).unwrap_or(-1.0)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(Client::connect(&g.addr())).unwrap();
+    rt.block_on(async {
+        for i in 0..20 {
+            client
+                .feed(w.function(), update(i).to_string())
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+    });
+    // While they run, the driver's queue holds several.
+    let mut deepest = 0.0f64;
+    let saw_a_queue = wait_until(Duration::from_secs(30), || {
+        deepest = deepest.max(driver(&scrape(), "libra_worker_mailbox_depth"));
+        deepest > 1.0
+    });
+    assert!(
+        saw_a_queue,
+        "the driver's queue never held more than one: {deepest}"
+    );
+    rt.block_on(async {
+        for _ in 0..20 {
+            let done = client.next_finished().await.unwrap();
+            let JobOutcome::Complete(data) = done.outcome else {
+                panic!("{:?}", done.outcome)
+            };
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert!(passed(&v), "{v}");
+        }
+    });
+    let page = scrape();
+    assert_eq!(driver(&page, "libra_worker_mailbox_depth"), 0.0, "{page}");
+    assert!(
+        driver(&page, "libra_worker_mailbox_high_water") >= 10.0,
+        "{page}"
+    );
+    // Waits: most of the 20 waited behind the others, for whole reloads.
+    assert!(
+        driver(&page, "libra_worker_mailbox_wait_seconds_count") >= 20.0,
+        "{page}"
+    );
+    assert!(
+        driver(&page, "libra_worker_mailbox_wait_seconds_sum") > 0.1,
+        "{page}"
+    );
+    // Handling is the real apply time: 20 reloads take more than a few milliseconds.
+    assert!(
+        driver(&page, "libra_worker_mailbox_handling_seconds_sum") > 0.05,
+        "{page}"
+    );
+}

@@ -192,12 +192,19 @@ impl ConnectionActor {
             handle: handle.clone(),
             unique,
             body: data,
+            queued: self.telemetry.controller.sent(),
         };
-        self.telemetry.controller.sent();
+        // This connection's own queue: jobs it handed over whose answers it has not
+        // written yet.
+        let in_hand = self.status.inbox.sent();
         self.controller
             .send(job)
             .into_actor(self)
-            .map(move |res, act, ctx| act.answered(handle, res, ctx))
+            .map(move |res, act, ctx| {
+                let started = act.status.inbox.started(in_hand);
+                act.answered(handle, res, ctx);
+                act.status.inbox.finished(started);
+            })
             .spawn(ctx);
         // Prefetch: ask for the next job while this one runs, when configured.
         self.grab(ctx);
@@ -327,10 +334,7 @@ impl Supervised for ConnectionActor {
 
 impl StreamHandler<Result<Packet, CodecError>> for ConnectionActor {
     fn handle(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
-        let started = Instant::now();
-        self.status.inbox.sent();
         self.packet(item, ctx);
-        self.status.inbox.handled(started.elapsed());
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -18,7 +18,7 @@ use crate::config::Limits;
 use crate::drivers::{Command, DriverError, DriverResult, Reply};
 use crate::jobs::{self, archive, diagnostics, discover, request, response, update, Action};
 use crate::logging::masked;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Ticket};
 
 /// How often the driver gets a housekeeping turn when no job is waiting.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
@@ -34,6 +34,8 @@ pub struct Job {
     /// its jobs by it, so every log line of the job carries it.
     pub unique: Bytes,
     pub body: Bytes,
+    /// When it entered the controller's mailbox.
+    pub queued: Ticket,
 }
 
 /// The JSON answer to send back as WORK_COMPLETE.
@@ -55,6 +57,8 @@ pub struct ControllerConfig {
 struct Pending {
     command: Command,
     reply: oneshot::Sender<DriverResult<Reply>>,
+    /// Its place in the driver's queue, which is this queue plus the one in flight.
+    queued: Ticket,
 }
 
 pub struct ControllerActor {
@@ -92,7 +96,12 @@ impl ControllerActor {
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<DriverResult<Reply>> {
         let (reply, rx) = oneshot::channel();
-        self.queue.push_back(Pending { command, reply });
+        let queued = self.telemetry.driver_mailbox.sent();
+        self.queue.push_back(Pending {
+            command,
+            reply,
+            queued,
+        });
         self.pump(ctx);
         rx
     }
@@ -105,17 +114,23 @@ impl ControllerActor {
         // A job whose deadline passed while it waited is dropped, never run late.
         while let Some(next) = self.queue.pop_front() {
             if next.reply.is_closed() {
+                self.telemetry.driver_mailbox.abandoned(next.queued);
                 continue;
             }
             self.busy = true;
             self.last_driver_turn = Instant::now();
-            let Pending { command, reply } = next;
-            self.telemetry.driver_mailbox.sent();
+            let Pending {
+                command,
+                reply,
+                queued,
+            } = next;
             self.driver
-                .send(Execute(command))
+                .send(Execute { command, queued })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let result = res.unwrap_or_else(|e| {
+                        // The driver never took it out of its queue.
+                        act.telemetry.driver_mailbox.abandoned(queued);
                         Err(DriverError::Failed(format!("driver unavailable: {e}")))
                     });
                     let _ = reply.send(result);
@@ -173,9 +188,9 @@ impl Handler<Job> for ControllerActor {
     type Result = ResponseFuture<JobAnswer>;
 
     fn handle(&mut self, job: Job, ctx: &mut Context<Self>) -> Self::Result {
-        let started = Instant::now();
-        let answer = self.dispatch(job, started, ctx);
-        self.telemetry.controller.handled(started.elapsed());
+        let taken = self.telemetry.controller.started(job.queued);
+        let answer = self.dispatch(job, Instant::now(), ctx);
+        self.telemetry.controller.finished(taken);
         answer
     }
 }

@@ -8,12 +8,16 @@ use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use slog::{debug, Logger};
 
 use crate::drivers::{Command, DriverResult, LoadBalancerDriver, Reply};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Ticket};
 
 /// Runs one driver command; the controller sends these one at a time, in job order.
 #[derive(Debug, Message)]
 #[rtype(result = "DriverResult<Reply>")]
-pub struct Execute(pub Command);
+pub struct Execute {
+    pub command: Command,
+    /// When the command entered the driver's queue (the controller's FIFO).
+    pub queued: Ticket,
+}
 
 pub struct DriverActor {
     driver: Box<dyn LoadBalancerDriver>,
@@ -29,11 +33,12 @@ impl Handler<Execute> for DriverActor {
     type Result = DriverResult<Reply>;
 
     fn handle(&mut self, msg: Execute, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        let taken = self.telemetry.driver_mailbox.started(msg.queued);
         let started = std::time::Instant::now();
-        let name = command_name(&msg.0);
-        let result = msg.0.run(self.driver.as_mut());
+        let name = command_name(&msg.command);
+        let result = msg.command.run(self.driver.as_mut());
         let took = started.elapsed();
-        self.telemetry.driver_mailbox.handled(took);
+        self.telemetry.driver_mailbox.finished(taken);
         debug!(self.log, "driver command done"; "command" => name, "ms" => took.as_millis() as u64, "ok" => result.is_ok());
         result
     }

@@ -7,6 +7,8 @@ pub mod connection;
 pub mod histogram;
 pub mod http;
 pub mod mailbox;
+
+pub use mailbox::Ticket;
 pub mod prometheus;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -81,7 +81,7 @@ pub fn render(t: &Telemetry) -> String {
         &mut out,
         "libra_worker_mailbox_depth",
         "gauge",
-        "Messages waiting in an actor's mailbox.",
+        "Messages waiting in an actor's queue (sent, not yet taken out by its handler).",
     );
     for (actor, m) in &all {
         let _ = writeln!(
@@ -109,7 +109,7 @@ pub fn render(t: &Telemetry) -> String {
         &mut out,
         "libra_worker_mailbox_handled_total",
         "counter",
-        "Messages an actor has handled.",
+        "Messages an actor's handler has taken out of its queue.",
     );
     for (actor, m) in &all {
         let _ = writeln!(
@@ -121,9 +121,23 @@ pub fn render(t: &Telemetry) -> String {
     }
     header(
         &mut out,
+        "libra_worker_mailbox_wait_seconds",
+        "histogram",
+        "Time a message waited in an actor's queue before its handler took it.",
+    );
+    for (actor, m) in &all {
+        histogram(
+            &mut out,
+            "libra_worker_mailbox_wait_seconds",
+            &format!("actor=\"{}\"", label(actor)),
+            &m.wait.snapshot(),
+        );
+    }
+    header(
+        &mut out,
         "libra_worker_mailbox_handling_seconds",
         "histogram",
-        "Time an actor spends on one message.",
+        "Time an actor's handler spent on one message.",
     );
     for (actor, m) in &all {
         histogram(
