@@ -11,7 +11,7 @@ use slog::{info, warn, Logger};
 
 use crate::actors::controller::{ControllerActor, ControllerConfig};
 use crate::actors::driver;
-use crate::actors::supervisor::Supervisor;
+use crate::actors::supervisor::Connections;
 use crate::config::{DriverKind, Settings};
 use crate::drivers::haproxy::HaproxyDriver;
 use crate::drivers::null::NullDriver;
@@ -135,7 +135,7 @@ async fn serve(
         log.clone(),
     )
     .start();
-    let supervisor = Supervisor::start(
+    let supervisor = Connections::start(
         &settings.gearman,
         &settings.worker.function,
         tls,

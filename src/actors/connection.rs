@@ -16,8 +16,8 @@ use tokio::io::WriteHalf;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+use super::backoff::Backoff;
 use super::controller::{Job, JobAnswer};
-use super::supervisor::Backoff;
 use crate::config::{Keepalive, ServerAddr};
 use crate::gearman::{CodecError, GearmanCodec, Packet};
 use crate::telemetry::connection::{ConnState, ConnectionStatus};

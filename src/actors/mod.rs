@@ -8,6 +8,7 @@
 //!                                   (DISCOVER, DIAGNOSTICS here)      (SyncArbiter thread)
 //! ```
 
+pub mod backoff;
 pub mod connection;
 pub mod controller;
 pub mod driver;
