@@ -5,8 +5,10 @@
 
 pub mod haproxy;
 pub mod null;
+pub mod stats;
 pub mod types;
 
+pub use stats::DriverStats;
 pub use types::*;
 
 /// Why a driver operation did not happen.

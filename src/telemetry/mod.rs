@@ -8,10 +8,11 @@ pub mod histogram;
 pub mod http;
 pub mod mailbox;
 
+pub use crate::drivers::DriverStats;
 pub use mailbox::Ticket;
 pub mod prometheus;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -59,47 +60,6 @@ impl JobStats {
             fail += c[1].load(Ordering::Relaxed);
         }
         (pass, fail)
-    }
-}
-
-/// What the driver reports about the appliance.
-#[derive(Debug)]
-pub struct DriverStats {
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
-    pub runtime_applies: AtomicU64,
-    pub runtime_fallbacks: AtomicU64,
-    pub validation_failures: AtomicU64,
-    pub restarts: AtomicU64,
-    /// 1 running, 0 stopped, -1 unknown (no check yet, or no HAProxy driver).
-    pub haproxy_up: AtomicI64,
-    /// What the last job left: 1 should be running, 0 should be stopped, -1 no opinion.
-    pub haproxy_expected_up: AtomicI64,
-}
-
-impl Default for DriverStats {
-    fn default() -> Self {
-        DriverStats {
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
-            runtime_applies: AtomicU64::new(0),
-            runtime_fallbacks: AtomicU64::new(0),
-            validation_failures: AtomicU64::new(0),
-            restarts: AtomicU64::new(0),
-            haproxy_up: AtomicI64::new(-1),
-            haproxy_expected_up: AtomicI64::new(-1),
-        }
-    }
-}
-
-impl DriverStats {
-    pub fn set_up(&self, up: bool) {
-        self.haproxy_up.store(i64::from(up), Ordering::Relaxed);
-    }
-
-    pub fn expect_up(&self, up: bool) {
-        self.haproxy_expected_up
-            .store(i64::from(up), Ordering::Relaxed);
     }
 }
 

@@ -40,11 +40,11 @@ use self::process::{Process, Timeouts};
 use self::render::{LogTarget, RenderEnv};
 use self::stats_socket::StatsSocket;
 use crate::config::{HaproxyMode, HaproxySettings};
+use crate::drivers::DriverStats;
 use crate::drivers::{
     Algorithm, ArchiveTarget, DriverError, DriverResult, LoadBalancerDriver, Monitor, Node,
     NodeStatus, Protocol, Statistics, Timeouts as LbTimeouts,
 };
-use crate::telemetry::DriverStats;
 
 /// Files the driver keeps in the state directory besides HAProxy's own.
 const MODEL_FILE: &str = "model.json";
