@@ -245,16 +245,18 @@ fn the_api_servers_job_client_reads_update_answers() {
         "the useful part first: {error}"
     );
     // The whole of HAProxy's words are in the log, on the line with the job's unique id.
+    let done_line = || {
+        a.w.log()
+            .lines()
+            .find(|l| l.contains(&unique) && l.contains("job done"))
+            .map(String::from)
+    };
     assert!(
-        a.w.wait_for_log(&unique, 1, Duration::from_secs(5)),
-        "{}",
+        wait_until(Duration::from_secs(10), || done_line().is_some()),
+        "no 'job done' line for {unique}:\n{}",
         a.w.log()
     );
-    let log = a.w.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&unique) && l.contains("job done"))
-        .unwrap_or_else(|| panic!("no 'job done' line for {unique}:\n{log}"));
+    let line = done_line().unwrap();
     assert!(line.contains("[HAProxy said: [ALERT]"), "{line}");
     assert!(line.contains(&long), "{line}");
     // The previous load balancer keeps serving.

@@ -832,7 +832,9 @@ impl LoadBalancerDriver for HaproxyDriver {
         // One round trip: the stats socket answers only while HAProxy runs.
         let rows = match self.socket.show_stat() {
             Ok(rows) => rows,
-            Err(e) if e.is_not_running() => {
+            // No socket, or one that went away mid-answer because HAProxy died: say so,
+            // not how the socket failed.
+            Err(e) if e.is_not_running() || !self.process.is_running() => {
                 return Err(failed(if self.is_suspended() {
                     "HAProxy is not running (the load balancer is suspended)."
                 } else {
