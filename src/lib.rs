@@ -8,11 +8,11 @@
 //! - `jobs`: the JSON messages of the contract, one module per action.
 //! - `actors`: supervisor, connection, controller and driver actors.
 //! - `drivers`: the driver trait; `drivers::haproxy` is the real appliance.
-//! - `worker`, `cli`: wiring and the command line; `bench`: the load generator and the
-//!   benchmark suite behind `libra-worker bench`.
+//! - `worker`, `cli`: wiring and the command line.
+//! - `tools`: the HAProxy internals the bench (`bench/`, `libra-bench`), tests and fuzz
+//!   targets use.
 
 pub mod actors;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod drivers;
@@ -20,5 +20,6 @@ pub mod gearman;
 pub mod jobs;
 pub mod logging;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;
 pub mod worker;
