@@ -10,16 +10,18 @@
 //! - `drivers`: the driver trait; `drivers::haproxy` is the real appliance.
 //! - `worker`, `cli`: wiring and the command line.
 //! - `tools`: the HAProxy internals the bench (`bench/`, `libra-bench`), tests and fuzz
-//!   targets use.
+//!   targets use. The modules no tool needs (`actors`, `telemetry`, `transport`,
+//!   `worker`, the driver itself) are private to the crate, so the compiler reports what
+//!   nothing uses.
 
-pub mod actors;
+mod actors;
 pub mod cli;
 pub mod config;
 pub mod drivers;
 pub mod gearman;
 pub mod jobs;
 pub mod logging;
-pub mod telemetry;
+mod telemetry;
 pub mod tools;
-pub mod transport;
-pub mod worker;
+mod transport;
+mod worker;

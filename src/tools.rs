@@ -1,7 +1,8 @@
 //! The surface for the worker's own tools (the bench, `libra-bench`; the integration tests;
 //! the fuzz targets), not for appliances: the HAProxy driver internals they drive, and the
 //! types those hand out, re-exported. The one place their paths live, so the driver stays
-//! private to the crate and can be reorganised by changing this file alone.
+//! private to the crate and can be reorganised by changing this file alone. On these
+//! types only the members a tool uses are `pub`.
 
 /// Bounded child processes, as the driver runs them (bench: `libra-worker haproxy stop`).
 pub mod command {

@@ -51,7 +51,8 @@ impl Backoff {
         base + base.mul_f64(jitter)
     }
 
-    /// The longest delay this policy can produce.
+    /// The longest delay this policy can produce (the test checks `next_delay` against it).
+    #[cfg(test)]
     pub fn bound(&self) -> Duration {
         self.max + self.max.mul_f64(0.2)
     }
@@ -70,7 +71,6 @@ impl Backoff {
 /// The running connections.
 pub struct Supervisor {
     connections: Vec<Addr<ConnectionActor>>,
-    pub statuses: Vec<Arc<ConnectionStatus>>,
 }
 
 impl Supervisor {
@@ -113,11 +113,8 @@ impl Supervisor {
             connections.push(actix::Supervisor::start(move |_| actor));
             statuses.push(status);
         }
-        telemetry.set_connections(statuses.clone());
-        Supervisor {
-            connections,
-            statuses,
-        }
+        telemetry.set_connections(statuses);
+        Supervisor { connections }
     }
 
     /// Stops every connection from taking jobs and waits, at most `limit`, until none

@@ -3,11 +3,11 @@
 //! end-to-end latency; connection states; HAProxy reloads and health), rendered as
 //! Prometheus text and served on `[metrics] listen` with `/metrics` and `/healthz`.
 
-pub mod connection;
-pub mod histogram;
-pub mod http;
-pub mod mailbox;
-pub mod prometheus;
+pub(crate) mod connection;
+pub(crate) mod histogram;
+pub(crate) mod http;
+pub(crate) mod mailbox;
+pub(crate) mod prometheus;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
