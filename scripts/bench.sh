@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark in one command: builds the release binary, then `libra-worker bench
-# --suite`, which starts its own gearmand on a free loopback port, the C worker
-# (`gearman -w`) and this worker (null driver), measures both with the same load
+# The benchmark in one command: builds the release binaries, then `libra-bench --suite`,
+# which starts its own gearmand on a free loopback port, the C worker (`gearman -w`)
+# and the libra-worker beside it (null driver), measures both with the same load
 # generator and prints the markdown tables of docs/performance.md. The STATS rows run
 # against a second worker with the HAProxy driver (managed HAProxy on loopback), and the
 # UPDATE latency and zero-drop (wrk) sections follow. Everything it writes lives in a
@@ -14,8 +14,8 @@
 #   scripts/bench.sh --no-haproxy            # only the Gearman path (null driver)
 #   scripts/bench.sh --stats-config haproxy.toml --stats-setup update.json
 #                                            # STATS rows against your own worker config
-#   libra-worker bench --update-latency      # one section alone (its own gearmand)
-#   libra-worker bench --zero-drop
+#   target/release/libra-bench --update-latency   # one section alone (its own gearmand)
+#   target/release/libra-bench --zero-drop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for cmd in gearmand gearman; do
@@ -33,12 +33,13 @@ fi
 if ! command -v wrk >/dev/null 2>&1; then
   echo "bench.sh: wrk is missing (apt-get install wrk); the zero-drop section is skipped" >&2
 fi
-cargo build --release --locked --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/libra-worker"
+# The bench starts the worker binary beside its own: both from the same build.
+cargo build --release --locked --quiet -p libra-worker -p libra-bench
+bin="${CARGO_TARGET_DIR:-target}/release/libra-bench"
 work="$(mktemp -d -t libra-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 rc=0
-TMPDIR="$work" "$bin" bench --suite "${extra[@]}" "$@" || rc=$?
+TMPDIR="$work" "$bin" --suite "${extra[@]}" "$@" || rc=$?
 if [ "$rc" -ne 0 ]; then
   trap - EXIT
   echo "bench.sh: failed; logs kept in $work" >&2

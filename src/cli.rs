@@ -1,6 +1,7 @@
 //! The command line: `run`, `check-config`, `sudoers` (the sudoers rule service mode
-//! needs), `submit` (a Gearman client that submits one job and prints the answer),
-//! `haproxy stop` and `bench`. Exit codes: 0 success, 1 a runtime failure, 2 a usage or
+//! needs), `submit` (a Gearman client that submits one job and prints the answer) and
+//! `haproxy stop`. The load generator and bench suite are `libra-bench` (`bench/`), not
+//! part of this binary. Exit codes: 0 success, 1 a runtime failure, 2 a usage or
 //! configuration error.
 
 use std::path::PathBuf;
@@ -68,9 +69,6 @@ pub enum Cmd {
         #[arg(required_unless_present_any = ["file", "json"])]
         action: Option<String>,
     },
-    /// Load-generate through a job server (jobs/s, exact p50/p99, failures), or run the
-    /// whole comparison against the C worker with --suite.
-    Bench(crate::bench::BenchArgs),
     /// Control the HAProxy that the worker manages.
     Haproxy {
         #[command(subcommand)]
@@ -142,7 +140,6 @@ pub fn main() -> i32 {
                 compact,
             )
         }
-        Cmd::Bench(args) => crate::bench::main(args),
         Cmd::Haproxy {
             command: HaproxyCmd::Stop { config },
         } => match Settings::load(&config) {

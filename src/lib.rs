@@ -8,17 +8,20 @@
 //! - `jobs`: the JSON messages of the contract, one module per action.
 //! - `actors`: supervisor, connection, controller and driver actors.
 //! - `drivers`: the driver trait; `drivers::haproxy` is the real appliance.
-//! - `worker`, `cli`: wiring and the command line; `bench`: the load generator and the
-//!   benchmark suite behind `libra-worker bench`.
+//! - `worker`, `cli`: wiring and the command line.
+//! - `tools`: the HAProxy internals the bench (`bench/`, `libra-bench`), tests and fuzz
+//!   targets use. The modules no tool needs (`actors`, `telemetry`, `transport`,
+//!   `worker`, the driver itself) are private to the crate, so the compiler reports what
+//!   nothing uses.
 
-pub mod actors;
-pub mod bench;
+mod actors;
 pub mod cli;
 pub mod config;
 pub mod drivers;
 pub mod gearman;
 pub mod jobs;
 pub mod logging;
-pub mod telemetry;
-pub mod transport;
-pub mod worker;
+mod telemetry;
+pub mod tools;
+mod transport;
+mod worker;

@@ -45,8 +45,9 @@ pub fn build(settings: &LogSettings) -> std::io::Result<(Logger, slog_async::Asy
     Ok((Logger::root(drain, o!()), guard))
 }
 
-/// A logger that drops everything (tests, tools).
-pub fn discard() -> Logger {
+/// A logger that drops everything (unit tests).
+#[cfg(test)]
+pub(crate) fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
 }
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flate2::read::GzDecoder;
-use libra_worker::drivers::haproxy::archive::archive;
 use libra_worker::drivers::{ArchiveTarget, Protocol};
+use libra_worker::tools::archive::archive;
 use swift::MockSwift;
 
 const TOKEN: &str = "AUTH_tk-0123456789abcdef-secret";

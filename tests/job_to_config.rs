@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libra_worker::config::Limits;
-use libra_worker::drivers::haproxy::model::Model;
-use libra_worker::drivers::haproxy::render::{render, LogTarget, RenderEnv};
 use libra_worker::jobs::{request, update};
+use libra_worker::tools::model::Model;
+use libra_worker::tools::render::{render, LogTarget, RenderEnv};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{json, Value};

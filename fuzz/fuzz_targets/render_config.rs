@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
 use libra_worker::config::Limits;
-use libra_worker::drivers::haproxy::model::Model;
-use libra_worker::drivers::haproxy::render::{render, LogTarget, RenderEnv};
+use libra_worker::tools::model::Model;
+use libra_worker::tools::render::{render, LogTarget, RenderEnv};
 use libra_worker::jobs::{request, update};
 
 const LIMITS: Limits = Limits { max_job_bytes: 64 * 1024, max_json_depth: 16, max_load_balancers: 4, max_nodes: 8 };

@@ -446,8 +446,6 @@ mod tests {
         fn handle(&mut self, _job: Job, _ctx: &mut Context<Self>) -> Self::Result {
             MessageResult(JobAnswer {
                 body: b"{}".to_vec(),
-                action: None,
-                passed: true,
             })
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::driver::Execute;
 use crate::config::Limits;
 use crate::drivers::{Command, DriverError, DriverResult, Reply};
-use crate::jobs::{self, archive, diagnostics, discover, request, response, update, Action};
+use crate::jobs::{archive, diagnostics, discover, request, response, update, Action};
 use crate::logging::masked;
 use crate::telemetry::{Telemetry, Ticket};
 
@@ -42,8 +42,6 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct JobAnswer {
     pub body: Vec<u8>,
-    pub action: Option<Action>,
-    pub passed: bool,
 }
 
 /// What the controller needs to know.
@@ -390,11 +388,5 @@ fn finish(
     }
     let body =
         serde_json::to_vec(&answer).unwrap_or_else(|_| br#"{"hpcs_response":"FAIL"}"#.to_vec());
-    JobAnswer {
-        body,
-        action,
-        passed,
-    }
+    JobAnswer { body }
 }
-
-pub use jobs::response::passed;

@@ -8,8 +8,8 @@
 //!                                   (DISCOVER, DIAGNOSTICS here)      (SyncArbiter thread)
 //! ```
 
-pub mod backoff;
-pub mod connection;
-pub mod controller;
-pub mod driver;
-pub mod supervisor;
+pub(crate) mod backoff;
+pub(crate) mod connection;
+pub(crate) mod controller;
+pub(crate) mod driver;
+pub(crate) mod supervisor;

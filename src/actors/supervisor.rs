@@ -20,7 +20,6 @@ use crate::transport::TlsConnector;
 /// The running connections, each under an `actix::Supervisor`.
 pub struct Connections {
     connections: Vec<Addr<ConnectionActor>>,
-    pub statuses: Vec<Arc<ConnectionStatus>>,
 }
 
 impl Connections {
@@ -63,11 +62,8 @@ impl Connections {
             connections.push(actix::Supervisor::start(move |_| actor));
             statuses.push(status);
         }
-        telemetry.set_connections(statuses.clone());
-        Connections {
-            connections,
-            statuses,
-        }
+        telemetry.set_connections(statuses);
+        Connections { connections }
     }
 
     /// Stops every connection from taking jobs and waits, at most `limit`, until none

@@ -3,8 +3,8 @@
 //! strict file structs, then checked and turned into typed `Settings` with defaults.
 //! Every error names the key and the problem.
 
-pub mod file;
-pub mod reference_ini;
+pub(crate) mod file;
+pub(crate) mod reference_ini;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -338,7 +338,7 @@ impl Settings {
     }
 
     /// Checks a file configuration and fills in defaults.
-    pub fn from_file(f: FileConfig) -> Result<Settings, ConfigError> {
+    pub(crate) fn from_file(f: FileConfig) -> Result<Settings, ConfigError> {
         let gearman = gearman_settings(&f)?;
         let worker = worker_settings(&f)?;
         let log = log_settings(&f)?;
@@ -368,7 +368,7 @@ impl Settings {
 
     /// The effective configuration in the native file shape, every key filled in. Two
     /// files that mean the same thing give the same value.
-    pub fn effective(&self) -> FileConfig {
+    pub(crate) fn effective(&self) -> FileConfig {
         let path = |p: &Path| Some(p.display().to_string());
         let words = |v: &[String]| Some(v.join(" "));
         let g = &self.gearman;

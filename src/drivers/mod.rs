@@ -3,10 +3,10 @@
 //! timeouts, then create) plus the operations the contract needs. Every method has a
 //! default that answers "not supported", so a partial driver is still a valid driver.
 
-pub mod haproxy;
-pub mod null;
-pub mod stats;
-pub mod types;
+pub(crate) mod haproxy;
+pub(crate) mod null;
+pub(crate) mod stats;
+pub(crate) mod types;
 
 pub use stats::DriverStats;
 pub use types::*;

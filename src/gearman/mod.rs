@@ -3,7 +3,7 @@
 
 pub mod client;
 pub mod codec;
-pub mod packet;
+pub(crate) mod packet;
 
 pub use codec::{CodecError, GearmanCodec, DEFAULT_MAX_PACKET_BYTES};
 pub use packet::{Magic, Packet};

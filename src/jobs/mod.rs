@@ -3,7 +3,7 @@
 //! parses its fields into driver types and writes its answer into the echoed request.
 
 pub mod archive;
-pub mod diagnostics;
+pub(crate) mod diagnostics;
 pub mod discover;
 pub mod request;
 pub mod response;

@@ -59,22 +59,6 @@ impl Histogram {
     }
 }
 
-impl Snapshot {
-    /// The smallest bucket bound below which `q` of the observations fall (an upper
-    /// estimate of the quantile), in seconds.
-    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
-        let total = *self.cumulative.last()?;
-        if total == 0 {
-            return None;
-        }
-        let want = (q * total as f64).ceil() as u64;
-        self.cumulative
-            .iter()
-            .position(|c| *c >= want)
-            .map(|i| BOUNDS.get(i).copied().unwrap_or(f64::INFINITY))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +76,5 @@ mod tests {
         assert_eq!(s.cumulative[6], 2);
         assert_eq!(*s.cumulative.last().unwrap(), 3);
         assert!((s.sum_seconds - 100.00304).abs() < 1e-6);
-        assert_eq!(s.quantile_bound(0.5), Some(0.005));
     }
 }

@@ -13,13 +13,6 @@ use super::histogram::Histogram;
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(Instant);
 
-impl Ticket {
-    /// A ticket for a message that entered no measured queue (tests, tools).
-    pub fn now() -> Ticket {
-        Ticket(Instant::now())
-    }
-}
-
 /// When a handler took a message out of its queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Started(Instant);

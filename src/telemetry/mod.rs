@@ -3,14 +3,14 @@
 //! end-to-end latency; connection states; HAProxy reloads and health), rendered as
 //! Prometheus text and served on `[metrics] listen` with `/metrics` and `/healthz`.
 
-pub mod connection;
-pub mod histogram;
-pub mod http;
-pub mod mailbox;
+pub(crate) mod connection;
+pub(crate) mod histogram;
+pub(crate) mod http;
+pub(crate) mod mailbox;
+pub(crate) mod prometheus;
 
-pub use crate::drivers::DriverStats;
-pub use mailbox::Ticket;
-pub mod prometheus;
+pub(crate) use crate::drivers::DriverStats;
+pub(crate) use mailbox::Ticket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

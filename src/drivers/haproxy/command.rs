@@ -60,7 +60,7 @@ pub enum CommandError {
 /// last `MAX_OUTPUT_BYTES`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
-    pub status: ExitStatus,
+    pub(crate) status: ExitStatus,
     pub output: String,
 }
 

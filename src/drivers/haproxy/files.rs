@@ -30,8 +30,6 @@ pub enum FileError {
     },
     #[error("cannot flush directory {path} to disk: {source}")]
     SyncDir { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
     #[error("cannot remove {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
     #[error("cannot replace {path}: it has no file name")]
@@ -110,45 +108,6 @@ fn sync_dir(path: &Path) -> Result<(), FileError> {
         })
 }
 
-/// Copies `from` over `to` atomically, keeping `from`'s permission bits. `Ok(false)` when
-/// `from` does not exist.
-fn copy_atomic(from: &Path, to: &Path) -> Result<bool, FileError> {
-    let read = |source| FileError::Read {
-        path: from.to_path_buf(),
-        source,
-    };
-    let bytes = match fs::read(from) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(read(e)),
-    };
-    let mode = fs::metadata(from).map_err(read)?.permissions().mode() & 0o7777;
-    write_atomic(to, &bytes, mode)?;
-    Ok(true)
-}
-
-/// Saves the live file as `bkup` so that `restore` can bring it back. When there is no
-/// live file, the backup is removed instead: "nothing" is what a restore must give back.
-/// Returns whether a live file was saved.
-pub fn backup(live: &Path, bkup: &Path) -> Result<bool, FileError> {
-    if copy_atomic(live, bkup)? {
-        return Ok(true);
-    }
-    remove_if_exists(bkup)?;
-    Ok(false)
-}
-
-/// Puts the file saved by `backup` back in place, atomically; the backup is kept. When no
-/// backup exists (there was no live file at backup time), the live file is removed.
-/// Returns whether a backup was restored.
-pub fn restore(bkup: &Path, live: &Path) -> Result<bool, FileError> {
-    if copy_atomic(bkup, live)? {
-        return Ok(true);
-    }
-    remove_if_exists(live)?;
-    Ok(false)
-}
-
 /// Removes `path` durably; a missing file is not an error. Returns whether it existed.
 pub fn remove_if_exists(path: &Path) -> Result<bool, FileError> {
     let existed = remove_file_if_exists(path)?;
@@ -225,37 +184,6 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(entries(dir.path()), ["haproxy.cfg", "victim"]);
-    }
-
-    #[test]
-    fn backup_and_restore_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("haproxy.cfg");
-        let bkup = dir.path().join("haproxy.cfg.BKUP");
-        write_atomic(&live, b"old config", 0o640).unwrap();
-        assert!(backup(&live, &bkup).unwrap());
-        assert_eq!(mode_of(&bkup), 0o640);
-        write_atomic(&live, b"new config", PRIVATE_MODE).unwrap();
-        assert!(restore(&bkup, &live).unwrap());
-        assert_eq!(fs::read(&live).unwrap(), b"old config");
-        assert_eq!(mode_of(&live), 0o640);
-        assert_eq!(fs::read(&bkup).unwrap(), b"old config");
-        assert_eq!(entries(dir.path()), ["haproxy.cfg", "haproxy.cfg.BKUP"]);
-    }
-
-    #[test]
-    fn backup_of_nothing_restores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("haproxy.cfg");
-        let bkup = dir.path().join("haproxy.cfg.BKUP");
-        // A stale backup from an earlier configuration must not come back.
-        fs::write(&bkup, b"stale").unwrap();
-        assert!(!backup(&live, &bkup).unwrap());
-        assert!(!bkup.exists());
-        write_atomic(&live, b"first config", PRIVATE_MODE).unwrap();
-        assert!(!restore(&bkup, &live).unwrap());
-        assert!(!live.exists());
-        assert!(entries(dir.path()).is_empty());
     }
 
     #[test]

@@ -13,18 +13,18 @@ macro_rules! crash_point {
     };
 }
 
-pub mod alerts;
-pub mod archive;
-pub mod command;
-pub mod files;
-pub mod ledger;
-pub mod live_files;
-pub mod model;
-pub mod process;
-pub mod render;
-pub mod runtime;
-pub mod stats_socket;
-pub mod sudoers;
+pub(crate) mod alerts;
+pub(crate) mod archive;
+pub(crate) mod command;
+pub(crate) mod files;
+pub(crate) mod ledger;
+pub(crate) mod live_files;
+pub(crate) mod model;
+pub(crate) mod process;
+pub(crate) mod render;
+pub(crate) mod runtime;
+pub(crate) mod stats_socket;
+pub(crate) mod sudoers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -89,7 +89,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new() -> Model {
+    pub(crate) fn new() -> Model {
         Model::default()
     }
 
@@ -111,21 +111,17 @@ impl Model {
     }
 
     /// The load balancers, `http` before `tcp`.
-    pub fn load_balancers(&self) -> &[LbConfig] {
+    pub(crate) fn load_balancers(&self) -> &[LbConfig] {
         &self.lbs
     }
 
     /// The load balancer declared for exactly this protocol.
-    pub fn get(&self, protocol: Protocol) -> Option<&LbConfig> {
+    pub(crate) fn get(&self, protocol: Protocol) -> Option<&LbConfig> {
         self.lbs.iter().find(|lb| lb.protocol == protocol)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lbs.is_empty()
-    }
-
     /// Declares a load balancer with the defaults (round robin, no monitor, default timeouts).
-    pub fn add_protocol(&mut self, protocol: Protocol, port: u16) -> Result<(), ModelError> {
+    pub(crate) fn add_protocol(&mut self, protocol: Protocol, port: u16) -> Result<(), ModelError> {
         if let Some(other) = self
             .lbs
             .iter()
@@ -160,7 +156,7 @@ impl Model {
         Ok(())
     }
 
-    pub fn set_algorithm(
+    pub(crate) fn set_algorithm(
         &mut self,
         protocol: Protocol,
         algorithm: Algorithm,
@@ -169,7 +165,11 @@ impl Model {
         Ok(())
     }
 
-    pub fn set_monitor(&mut self, protocol: Protocol, monitor: &Monitor) -> Result<(), ModelError> {
+    pub(crate) fn set_monitor(
+        &mut self,
+        protocol: Protocol,
+        monitor: &Monitor,
+    ) -> Result<(), ModelError> {
         let lb = self.lb_mut(protocol)?;
         in_range("delay", monitor.delay.into(), 1, MAX_MONITOR_SECONDS.into())?;
         in_range(
@@ -186,7 +186,7 @@ impl Model {
         Ok(())
     }
 
-    pub fn set_timeouts(
+    pub(crate) fn set_timeouts(
         &mut self,
         protocol: Protocol,
         timeouts: &Timeouts,
@@ -206,7 +206,7 @@ impl Model {
         Ok(())
     }
 
-    pub fn add_server(&mut self, protocol: Protocol, node: &Node) -> Result<(), ModelError> {
+    pub(crate) fn add_server(&mut self, protocol: Protocol, node: &Node) -> Result<(), ModelError> {
         let lb = self.lb_mut(protocol)?;
         if node.port == 0 {
             return Err(ModelError::NodePortZero(node.id.clone()));
@@ -228,7 +228,7 @@ impl Model {
     }
 
     /// Equal except for the node lists: a change between two such models touches nodes only.
-    pub fn same_structure(&self, other: &Model) -> bool {
+    pub(crate) fn same_structure(&self, other: &Model) -> bool {
         self.lbs.len() == other.lbs.len()
             && self.lbs.iter().zip(&other.lbs).all(|(a, b)| {
                 a.protocol == b.protocol
@@ -241,7 +241,7 @@ impl Model {
 
     /// Marks nodes of `protocol` as using the dynamic cookie; ids not among its nodes are
     /// ignored.
-    pub fn mark_dynamic_cookie<'a>(
+    pub(crate) fn mark_dynamic_cookie<'a>(
         &mut self,
         protocol: Protocol,
         ids: impl IntoIterator<Item = &'a NodeId>,
@@ -257,7 +257,7 @@ impl Model {
 
     /// Keeps the dynamic-cookie marks of `live` for the nodes `self` still has, so a
     /// client stuck to such a node stays stuck across the change.
-    pub fn inherit_dynamic_cookies(&mut self, live: &Model) {
+    pub(crate) fn inherit_dynamic_cookies(&mut self, live: &Model) {
         for old in &live.lbs {
             if let Ok(lb) = self.lb_mut(old.protocol) {
                 for id in &old.dynamic_cookie {

@@ -294,7 +294,7 @@ impl ManagedPaths {
 /// One line of `show proc` for the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterProc {
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Reloads since the master started, failed ones included.
     pub reloads: u32,
     /// Consecutive failed reloads (0 after a successful one).
@@ -306,7 +306,7 @@ pub struct MasterProc {
 pub struct WorkerProc {
     pub pid: u32,
     /// Reloads this worker has lived through.
-    pub reloads: u32,
+    pub(crate) reloads: u32,
 }
 
 /// The master CLI's `show proc`.
@@ -316,7 +316,7 @@ pub struct ProcList {
     /// Workers running the current configuration.
     pub workers: Vec<WorkerProc>,
     /// Workers of earlier configurations, finishing their connections.
-    pub old_workers: Vec<WorkerProc>,
+    pub(crate) old_workers: Vec<WorkerProc>,
 }
 
 /// Parses `show proc` of HAProxy 2.6.
@@ -447,7 +447,7 @@ impl Managed {
     }
 
     /// Pid of the running master of this state dir (ours or adopted), if any.
-    pub fn master_pid(&mut self) -> Option<u32> {
+    pub(crate) fn master_pid(&mut self) -> Option<u32> {
         self.reap();
         let Some(pid) = read_pid_file(&self.paths.pid_file) else {
             // Pid file lost: the master socket of this state dir still names its master.

@@ -55,12 +55,12 @@ pub struct RenderEnv {
 pub struct ProcessLimits {
     /// `maxconn` of every frontend. The process-wide limit is left to HAProxy, which sizes
     /// it from the file descriptors it may open.
-    pub maxconn: u32,
+    pub(crate) maxconn: u32,
     /// `hard-stop-after`: None lets an old process finish its connections however long
     /// they last, as the reference's `-sf` reloads did.
-    pub hard_stop_after: Option<std::time::Duration>,
+    pub(crate) hard_stop_after: Option<std::time::Duration>,
     /// `mworker-max-reloads`: at most this many old processes; 0 = no bound.
-    pub max_old_workers: u32,
+    pub(crate) max_old_workers: u32,
 }
 
 impl Default for ProcessLimits {

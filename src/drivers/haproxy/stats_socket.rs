@@ -58,13 +58,11 @@ pub enum StatsError {
     Refused { command: String, answer: String },
     #[error("cannot understand HAProxy's answer to `{command}`: {reason}")]
     Unexpected { command: String, reason: String },
-    #[error("cannot write the server state file {}: {source}", path.display())]
-    WriteState { path: PathBuf, source: io::Error },
 }
 
 impl StatsError {
     /// True when nothing listens on the socket: HAProxy is stopped (or never started).
-    pub fn is_not_running(&self) -> bool {
+    pub(crate) fn is_not_running(&self) -> bool {
         matches!(self, StatsError::NotRunning { .. })
     }
 }
@@ -85,7 +83,7 @@ impl StatsSocket {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -164,22 +162,8 @@ impl StatsSocket {
         Ok(format!("{}\n", answer.trim_end()))
     }
 
-    /// Saves `show servers state` into `file` atomically (a crash leaves the old file).
-    pub fn save_servers_state(&self, file: &Path) -> Result<(), StatsError> {
-        let state = self.show_servers_state()?;
-        let write_err = |source| StatsError::WriteState {
-            path: file.to_path_buf(),
-            source,
-        };
-        let mut tmp_name = file.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        std::fs::write(&tmp, state).map_err(write_err)?;
-        std::fs::rename(&tmp, file).map_err(write_err)
-    }
-
     /// `set server <b>/<s> addr <ip> port <p>`.
-    pub fn set_server_addr(
+    pub(crate) fn set_server_addr(
         &self,
         backend: &str,
         server: &str,
@@ -193,7 +177,7 @@ impl StatsSocket {
     }
 
     /// `set server <b>/<s> weight <w>`; HAProxy refuses weights above 256.
-    pub fn set_server_weight(
+    pub(crate) fn set_server_weight(
         &self,
         backend: &str,
         server: &str,
@@ -205,37 +189,24 @@ impl StatsSocket {
         ))
     }
 
-    /// `set server <b>/<s> state ready|maint|drain`.
-    pub fn set_server_state(
-        &self,
-        backend: &str,
-        server: &str,
-        state: ServerState,
-    ) -> Result<String, StatsError> {
-        self.runtime(&format!(
-            "set server {} state {state}",
-            server_ref(backend, server)?
-        ))
-    }
-
     /// `enable server <b>/<s>` (leaves maintenance).
-    pub fn enable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+    pub(crate) fn enable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
         self.runtime(&format!("enable server {}", server_ref(backend, server)?))
     }
 
     /// `disable server <b>/<s>` (enters maintenance).
-    pub fn disable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+    pub(crate) fn disable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
         self.runtime(&format!("disable server {}", server_ref(backend, server)?))
     }
 
     /// `enable health <b>/<s>`: a server added with `check` has its checks off until this.
-    pub fn enable_health(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+    pub(crate) fn enable_health(&self, backend: &str, server: &str) -> Result<String, StatsError> {
         self.runtime(&format!("enable health {}", server_ref(backend, server)?))
     }
 
     /// `add server <b>/<s> <addr>:<port> <options>`. HAProxy 2.6 creates it in maintenance
-    /// (follow with `set_server_state(.., Ready)`) and refuses `cookie` on added servers.
-    pub fn add_server(
+    /// (follow with `enable_server`) and refuses `cookie` on added servers.
+    pub(crate) fn add_server(
         &self,
         backend: &str,
         server: &str,
@@ -266,7 +237,7 @@ impl StatsSocket {
     }
 
     /// `del server <b>/<s>`; HAProxy deletes only servers in maintenance without connections.
-    pub fn del_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+    pub(crate) fn del_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
         self.runtime(&format!("del server {}", server_ref(backend, server)?))
     }
 
@@ -355,24 +326,6 @@ impl StatsSocket {
     }
 }
 
-/// Administrative state of a server, as `set server .. state` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerState {
-    Ready,
-    Maint,
-    Drain,
-}
-
-impl fmt::Display for ServerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServerState::Ready => "ready",
-            ServerState::Maint => "maint",
-            ServerState::Drain => "drain",
-        })
-    }
-}
-
 /// `<backend>/<server>`, refusing names HAProxy would not accept in its configuration
 /// (letters, digits, `-`, `_`, `.`, `:`), so no value can smuggle in a second command.
 fn server_ref(backend: &str, server: &str) -> Result<String, StatsError> {
@@ -453,72 +406,31 @@ pub struct StatRow {
     values: Vec<String>,
 }
 
-/// What a `show stat` line describes (`type` column: 0, 1, 2, 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatKind {
-    Frontend,
-    Backend,
-    Server,
-    Listener,
-    Unknown,
-}
-
 impl StatRow {
     /// The value of column `name`; `None` if HAProxy has no such column, `Some("")` when
     /// the column does not apply to this row.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         let i = *self.header.index.get(name)?;
         Some(self.values.get(i).map_or("", String::as_str))
     }
 
     /// A counter column; `None` when absent, empty or not a number.
-    pub fn get_u64(&self, name: &str) -> Option<u64> {
+    pub(crate) fn get_u64(&self, name: &str) -> Option<u64> {
         self.get(name)?.parse().ok()
     }
 
-    pub fn pxname(&self) -> &str {
+    pub(crate) fn pxname(&self) -> &str {
         self.get("pxname").unwrap_or("")
     }
 
     /// Server name, or `FRONTEND` / `BACKEND`.
-    pub fn svname(&self) -> &str {
+    pub(crate) fn svname(&self) -> &str {
         self.get("svname").unwrap_or("")
     }
 
     /// `UP`, `DOWN`, `MAINT`, `no check`, `UP 1/2`, `OPEN`, ...
-    pub fn status(&self) -> &str {
+    pub(crate) fn status(&self) -> &str {
         self.get("status").unwrap_or("")
-    }
-
-    /// `L4OK`, `L7OK`, `L4CON`, ... (empty when the server is not checked).
-    pub fn check_status(&self) -> &str {
-        self.get("check_status").unwrap_or("")
-    }
-
-    pub fn bin(&self) -> Option<u64> {
-        self.get_u64("bin")
-    }
-
-    pub fn bout(&self) -> Option<u64> {
-        self.get_u64("bout")
-    }
-
-    pub fn scur(&self) -> Option<u64> {
-        self.get_u64("scur")
-    }
-
-    pub fn kind(&self) -> StatKind {
-        match self.get("type") {
-            Some("0") => StatKind::Frontend,
-            Some("1") => StatKind::Backend,
-            Some("2") => StatKind::Server,
-            Some("3") => StatKind::Listener,
-            _ => match self.svname() {
-                "FRONTEND" => StatKind::Frontend,
-                "BACKEND" => StatKind::Backend,
-                _ => StatKind::Unknown,
-            },
-        }
     }
 }
 
@@ -620,11 +532,15 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
         assert_eq!(names[4], "http-servers/BACKEND");
         let id11 = &rows[1];
         assert_eq!(
-            (id11.status(), id11.check_status(), id11.kind()),
-            ("UP", "L7OK", StatKind::Server)
+            (id11.status(), id11.get("check_status"), id11.get("type")),
+            ("UP", Some("L7OK"), Some("2"))
         );
         assert_eq!(
-            (id11.bin(), id11.bout(), id11.scur()),
+            (
+                id11.get_u64("bin"),
+                id11.get_u64("bout"),
+                id11.get_u64("scur")
+            ),
             (Some(82), Some(574), Some(0))
         );
         assert_eq!(id11.get("addr"), Some("127.0.0.1:18182"));
@@ -632,13 +548,17 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
         assert_eq!(rows[2].status(), "DOWN");
         assert_eq!(rows[2].get("last_chk"), Some("Connection refused"));
         assert_eq!(rows[7].status(), "no check");
-        assert_eq!(rows[7].check_status(), "");
+        assert_eq!(rows[7].get("check_status"), Some(""));
         let backend = &rows[8];
         assert_eq!(
-            (backend.kind(), backend.bout(), backend.get("algo")),
-            (StatKind::Backend, Some(575), Some("leastconn"))
+            (
+                backend.get("type"),
+                backend.get_u64("bout"),
+                backend.get("algo")
+            ),
+            (Some("1"), Some(575), Some("leastconn"))
         );
-        assert_eq!(rows[5].kind(), StatKind::Frontend);
+        assert_eq!(rows[5].get("type"), Some("0"));
         assert_eq!(rows[0].get("no-such-column"), None);
         assert_eq!(rows[0].get("check_status"), Some(""));
     }
@@ -652,7 +572,7 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
                 rows[0].pxname(),
                 rows[0].svname(),
                 rows[0].status(),
-                rows[0].bout()
+                rows[0].get_u64("bout")
             ),
             ("tcp-servers", "id-1", "UP", Some(7))
         );
@@ -845,20 +765,20 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
         );
 
         let rows = socket.show_stat().unwrap();
-        assert_eq!(row(&rows, "x-in", "FRONTEND").kind(), StatKind::Frontend);
-        assert_eq!(row(&rows, "x-servers", "BACKEND").kind(), StatKind::Backend);
+        assert_eq!(row(&rows, "x-in", "FRONTEND").get("type"), Some("0"));
+        assert_eq!(row(&rows, "x-servers", "BACKEND").get("type"), Some("1"));
         assert_eq!(
             row(&rows, "x-servers", "id-1").get("addr"),
             Some(format!("127.0.0.1:{}", h.backend).as_str())
         );
         wait_status(&socket, "id-1", "UP");
         let bout_before = row(&socket.show_stat().unwrap(), "x-servers", "BACKEND")
-            .bout()
+            .get_u64("bout")
             .unwrap();
         assert!(serves(h.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while row(&socket.show_stat().unwrap(), "x-servers", "BACKEND")
-            .bout()
+            .get_u64("bout")
             .unwrap()
             < bout_before + 4
         {
@@ -892,12 +812,17 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
             .set_server_addr("x-servers", "id-1", local, h.backend)
             .unwrap();
 
-        // Maintenance set at run time survives a reload through the server-state file.
-        socket
-            .set_server_state("x-servers", "id-1", ServerState::Maint)
-            .unwrap();
+        // Maintenance set at run time (`disable server`, as the driver sets it) survives a
+        // reload through the server-state file, written with the driver's atomic write.
+        socket.disable_server("x-servers", "id-1").unwrap();
         wait_status(&socket, "id-1", "MAINT");
-        socket.save_servers_state(&h.path("server-state")).unwrap();
+        let state = socket.show_servers_state().unwrap();
+        crate::drivers::haproxy::files::write_atomic(
+            &h.path("server-state"),
+            state.as_bytes(),
+            crate::drivers::haproxy::files::PRIVATE_MODE,
+        )
+        .unwrap();
         let saved = std::fs::read_to_string(h.path("server-state")).unwrap();
         assert!(
             saved.starts_with("1\n# be_id be_name srv_id srv_name"),
@@ -931,9 +856,7 @@ tcp-servers,BACKEND,0,0,0,1,26,1,79,575,0,0,,0,0,0,0,UP,2,2,0,,0,4,0,,1,5,0,,1,,
                 .contains("'cookie' option is not accepted for dynamic server"),
             "{err}"
         );
-        after
-            .set_server_state("x-servers", "id-2", ServerState::Ready)
-            .unwrap();
+        after.enable_server("x-servers", "id-2").unwrap();
         after.enable_health("x-servers", "id-2").unwrap();
         wait_status(&after, "id-2", "UP");
         let err = after.del_server("x-servers", "id-2").unwrap_err();

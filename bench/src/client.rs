@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use libra_worker::gearman::client::{Client, ClientError, JobOutcome};
 use serde_json::Value;
-
-use crate::gearman::client::{Client, ClientError, JobOutcome};
 
 /// Why a job got no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +41,7 @@ impl Answered {
     /// Whether the answer says `"hpcs_response": "PASS"`.
     pub fn passed(&self) -> bool {
         self.answer.get("hpcs_response").and_then(Value::as_str)
-            == Some(crate::jobs::response::PASS)
+            == Some(libra_worker::jobs::response::PASS)
     }
 
     /// The answer's `hpcs_error`, or a short form of the answer when it has none.
@@ -147,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_server_nobody_listens_on_is_a_connect_error() {
-        let port = crate::bench::procs::free_port().unwrap();
+        let port = crate::procs::free_port().unwrap();
         let r = JobClient::connect(&format!("127.0.0.1:{port}"), "f", Duration::from_secs(1));
         assert!(matches!(r, Err(JobError::Connect(_))));
     }

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use libra_worker::config::{HaproxySettings, Settings};
+use libra_worker::tools::command;
+use libra_worker::tools::process::{Managed, ManagedPaths};
+
 use super::procs::{self, ProcsError, Running};
-use crate::config::{HaproxySettings, Settings};
-use crate::drivers::haproxy::command;
-use crate::drivers::haproxy::process::{Managed, ManagedPaths};
 
 /// Bound on `libra-worker haproxy stop`.
 const STOP_HAPROXY_LIMIT: Duration = Duration::from_secs(30);
@@ -184,7 +185,7 @@ impl HaproxyWorker {
 impl Drop for HaproxyWorker {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            note!("libra-worker: bench: {e}");
+            note!("libra-bench: {e}");
         }
     }
 }
@@ -192,21 +193,17 @@ impl Drop for HaproxyWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::client::JobClient;
-    use crate::bench::procs::{free_port, Gearmand};
-    use crate::bench::updates::Appliance;
-
-    /// The worker binary next to the test binary (`target/<profile>/libra-worker`).
-    fn worker_binary() -> Option<PathBuf> {
-        let exe = std::env::current_exe().ok()?;
-        let bin = exe.parent()?.parent()?.join("libra-worker");
-        bin.exists().then_some(bin)
-    }
+    use crate::client::JobClient;
+    use crate::procs::{free_port, Gearmand};
+    use crate::updates::Appliance;
 
     #[test]
     fn runs_an_update_and_stops_its_haproxy() {
-        let Some(bin) = worker_binary() else {
-            crate::bench::skip_or_fail("the libra-worker binary is not built (cargo build)");
+        // `cargo test --workspace` builds it; `cargo test -p libra-bench` alone does not.
+        let Ok(bin) = crate::procs::worker_binary() else {
+            crate::skip_or_fail(
+                "the libra-worker binary is not built (cargo build -p libra-worker)",
+            );
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -232,7 +229,7 @@ mod tests {
             .trim()
             .parse::<u32>()
             .unwrap();
-        assert!(crate::bench::procfs::alive(pid));
+        assert!(crate::procfs::alive(pid));
         assert_eq!(w.reloads().unwrap(), 0, "the first UPDATE starts HAProxy");
         let said = w.stop().unwrap();
         assert!(said.contains("stopped HAProxy"), "{said}");

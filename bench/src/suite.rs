@@ -1,5 +1,5 @@
-//! `libra-worker bench --suite`: gearmand on a free port, the C worker (`gearman -w`, which
-//! does no work) and this worker (null driver) driven by the same generator, every
+//! `libra-bench --suite`: gearmand on a free port, the C worker (`gearman -w`, which
+//! does no work) and libra-worker (null driver) driven by the same generator, every
 //! measurement repeated interleaved (median reported), printed as markdown: throughput,
 //! latency, CPU per job, generator capacity, log level, metrics, prefetch, memory; unless
 //! `--no-haproxy`, STATS against a HAProxy-driver worker, then UPDATE latency and zero-drop.
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use libra_worker::gearman::client::{Client, JobOutcome};
 use serde::Serialize;
 use serde_json::json;
 
@@ -19,7 +20,6 @@ use super::procs::{self, Gearmand, ProcsError, Running};
 use super::section::Env;
 use super::stats;
 use super::BenchArgs;
-use crate::gearman::client::{Client, JobOutcome};
 
 /// gearmand I/O threads unless `--gearmand-threads` says otherwise.
 pub const DEFAULT_GEARMAND_THREADS: u32 = 1;
@@ -44,8 +44,6 @@ pub enum SuiteError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot find this program's binary to run as the worker: {0}")]
-    Binary(std::io::Error),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -116,14 +114,22 @@ impl Drop for TempDir {
 
 /// Runs the suite; returns the exit code.
 pub fn main(args: &BenchArgs) -> i32 {
-    let mut dir = match TempDir::create() {
-        Ok(d) => d,
+    // Looked up first: without it there is nothing to run and no directory to keep.
+    let binary = match procs::worker_binary() {
+        Ok(b) => b,
         Err(e) => {
-            note!("libra-worker: {e}");
+            note!("libra-bench: suite: {e}");
             return 1;
         }
     };
-    let result = run(args, &dir.path);
+    let mut dir = match TempDir::create() {
+        Ok(d) => d,
+        Err(e) => {
+            note!("libra-bench: {e}");
+            return 1;
+        }
+    };
+    let result = run(args, binary, &dir.path);
     match result {
         Ok(report) => {
             out!("{}", report.markdown.trim_end());
@@ -132,7 +138,7 @@ pub fn main(args: &BenchArgs) -> i32 {
             }
             if let Some(out) = &args.out {
                 if let Err(e) = std::fs::write(out, &report.markdown) {
-                    note!("libra-worker: cannot write {}: {e}", out.display());
+                    note!("libra-bench: cannot write {}: {e}", out.display());
                     return 1;
                 }
             }
@@ -140,8 +146,8 @@ pub fn main(args: &BenchArgs) -> i32 {
         }
         Err(e) => {
             dir.keep = true;
-            note!("libra-worker: bench suite: {e}");
-            note!("libra-worker: logs kept in {}", dir.path.display());
+            note!("libra-bench: suite: {e}");
+            note!("libra-bench: logs kept in {}", dir.path.display());
             1
         }
     }
@@ -153,7 +159,7 @@ pub struct SuiteReport {
     pub json: serde_json::Value,
 }
 
-/// One worker configuration of this worker.
+/// One configuration of the libra-worker under test.
 #[derive(Debug, Clone)]
 struct Variant {
     function: &'static str,
@@ -165,7 +171,7 @@ struct Variant {
 /// The worker as it ships (prefetch 16, the default), log level warning.
 const MAIN: Variant = Variant {
     function: "lbw-main",
-    prefetch: crate::config::DEFAULT_PREFETCH,
+    prefetch: libra_worker::config::DEFAULT_PREFETCH,
     level: "warning",
     metrics: true,
 };
@@ -236,7 +242,7 @@ impl Suite<'_> {
         }
     }
 
-    /// Starts this worker in `v`'s configuration and waits until it has registered.
+    /// Starts libra-worker in `v`'s configuration and waits until it has registered.
     fn start_ours(&self, v: &Variant) -> Result<Running, SuiteError> {
         let listen = if v.metrics {
             format!("127.0.0.1:{}", procs::free_port()?)
@@ -285,7 +291,7 @@ impl Suite<'_> {
             ),
             ("METRICS__LISTEN", String::new()),
         ]
-        .map(|(k, v)| (format!("{}__{k}", crate::config::ENV_PREFIX), v));
+        .map(|(k, v)| (format!("{}__{k}", libra_worker::config::ENV_PREFIX), v));
         let mut w = procs::start_worker(
             &self.binary,
             config,
@@ -457,7 +463,7 @@ fn machine() -> serde_json::Value {
         "cpu": cpu,
         "kernel": kernel,
         "gearmand": gearmand,
-        "worker": crate::jobs::discover::release(),
+        "worker": libra_worker::jobs::discover::release(),
     })
 }
 
@@ -484,7 +490,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// The whole suite.
-pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
+pub fn run(args: &BenchArgs, binary: PathBuf, dir: &Path) -> Result<SuiteReport, SuiteError> {
     let quick;
     let args = if args.quick {
         quick = BenchArgs {
@@ -509,7 +515,6 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<SuiteReport, SuiteError> {
             "--reps must be at least 1 and --scale above 0".to_string(),
         ));
     }
-    let binary = std::env::current_exe().map_err(SuiteError::Binary)?;
     let gearmand = Gearmand::start(dir, args.gearmand_threads)?;
     let suite = Suite {
         args,

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::drivers::haproxy::process::{self, Managed, ManagedPaths, Process, Timeouts};
-use crate::drivers::haproxy::render;
+use libra_worker::tools::process::{self, Managed, ManagedPaths, Process, Timeouts};
+use libra_worker::tools::render;
 
 /// The frontend option whose effect on keep-alive clients across reloads is compared.
 pub const IDLE_CLOSE_LINE: &str = "    option idle-close-on-response";
@@ -222,7 +222,7 @@ impl StandaloneHaproxy {
         if !self.stopped {
             self.stopped = true;
             if let Err(e) = self.managed.stop_master() {
-                note!("libra-worker: bench: stopping the standalone HAProxy: {e}");
+                note!("libra-bench: stopping the standalone HAProxy: {e}");
             }
         }
     }
@@ -307,10 +307,10 @@ mod tests {
     fn starts_reloads_and_stops_a_copy() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = crate::bench::appliance::haproxy_binary();
+        let binary = crate::appliance::haproxy_binary();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
-        let port = crate::bench::procs::free_port().unwrap();
+        let port = crate::procs::free_port().unwrap();
         let rendered = format!(
             "\nglobal\n    stats socket {}/stats.sock mode 600 level admin expose-fd listeners\n    server-state-file {}/server-state\n\ndefaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n    timeout connect 5s\n    load-server-state-from-file global\n\nfrontend http-in\n    bind 127.0.0.1:1\n{IDLE_CLOSE_LINE}\n    default_backend b\n\nbackend b\n    server s 127.0.0.1:1\n",
             from.display(),

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
+use libra_worker::gearman::client::{Client, ClientError, Finished, JobOutcome};
 use serde::{Deserialize, Serialize};
 
 use super::procfs;
 use super::stats::{self, Latency};
-use crate::gearman::client::{Client, ClientError, Finished, JobOutcome};
 
 /// What the job's answers are expected to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -124,7 +124,7 @@ pub fn answer_passed(data: &[u8]) -> bool {
     serde_json::from_slice::<Answer>(data)
         .ok()
         .and_then(|a| a.hpcs_response)
-        .is_some_and(|r| r == crate::jobs::response::PASS)
+        .is_some_and(|r| r == libra_worker::jobs::response::PASS)
 }
 
 /// The field each job's tag travels in; the worker echoes unknown fields.
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn measures_every_job_through_a_real_gearmand() {
-        use crate::bench::procs::{start_c_worker, wait_registered, Gearmand};
+        use crate::procs::{start_c_worker, wait_registered, Gearmand};
         let dir = tempfile::tempdir().unwrap();
         let g = Gearmand::start(dir.path(), 1).unwrap();
         let mut w = start_c_worker(&g, "echo", dir.path()).unwrap();

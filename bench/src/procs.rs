@@ -1,6 +1,7 @@
-//! The processes a benchmark runs: gearmand, libgearman's C worker and libra-worker
-//! itself, each behind a guard that stops it (SIGTERM, then SIGKILL) when dropped; and
-//! gearmand's text admin command `status`, to know when a worker has registered.
+//! The processes a benchmark runs: gearmand, libgearman's C worker and the libra-worker
+//! binary (found beside this one), each behind a guard that stops it (SIGTERM, then
+//! SIGKILL) when dropped; and gearmand's text admin command `status`, to know when a
+//! worker has registered.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,6 +54,36 @@ pub enum ProcsError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot find this program's own path: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("the worker binary is not at {path}: build it beside this program (cargo build --release -p libra-worker)")]
+    NoWorker { path: String },
+}
+
+/// The worker binary's file name.
+const WORKER_BINARY: &str = "libra-worker";
+
+/// The `libra-worker` binary the bench starts as a separate process, so that it measures
+/// the worker as it ships: the one beside this program (`target/<profile>/libra-bench`
+/// next to `target/<profile>/libra-worker`); for a test binary, which lives one level
+/// down in `target/<profile>/deps/`, the one beside that directory.
+pub fn worker_binary() -> Result<PathBuf, ProcsError> {
+    let exe = std::env::current_exe().map_err(ProcsError::CurrentExe)?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let beside = dir.join(WORKER_BINARY);
+    if beside.exists() {
+        return Ok(beside);
+    }
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        if let Some(up) = dir.parent().map(|p| p.join(WORKER_BINARY)) {
+            if up.exists() {
+                return Ok(up);
+            }
+        }
+    }
+    Err(ProcsError::NoWorker {
+        path: beside.display().to_string(),
+    })
 }
 
 /// A child process that is stopped when dropped.
@@ -347,7 +378,7 @@ mod tests {
         let mut w = start_c_worker(&g, "echo-test", dir.path()).unwrap();
         wait_registered(&g.addr(), "echo-test", 1, &mut w).unwrap();
         let pid = w.pid();
-        assert!(super::super::procfs::alive(pid));
+        assert!(crate::procfs::alive(pid));
         drop(w);
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
@@ -374,7 +405,7 @@ mod tests {
         let gearmand = g.process.pid();
         drop(g);
         assert!(
-            !super::super::procfs::alive(gearmand),
+            !crate::procfs::alive(gearmand),
             "gearmand is stopped on drop"
         );
     }

@@ -1,4 +1,4 @@
-//! `bench --update-latency` and the suite's UPDATE section: end-to-end latency (submit to
+//! `libra-bench --update-latency` and the suite's UPDATE section: end-to-end latency (submit to
 //! PASS, window 1) of UPDATEs to a HAProxy-driver worker of 2 load balancers x 5 nodes, for
 //! a change of nodes only (runtime API) and for structural changes (a new TCP port, a
 //! changed HTTP option) that validate and reload; then where a structural UPDATE's time
@@ -289,7 +289,7 @@ fn breakdown(
     let mut reloads = Vec::with_capacity(n);
     for _ in 0..n {
         let started = std::time::Instant::now();
-        crate::drivers::haproxy::process::Process::reload(&mut managed).map_err(|e| {
+        libra_worker::tools::process::Process::reload(&mut managed).map_err(|e| {
             UpdateLatencyError::Step(steps::StepError::Reload {
                 socket: settings.state_dir.display().to_string(),
                 problem: e.to_string(),

@@ -1,4 +1,4 @@
-//! `bench --zero-drop` and the suite's zero-drop section: wrk through the HAProxy-driver
+//! `libra-bench --zero-drop` and the suite's zero-drop section: wrk through the HAProxy-driver
 //! worker's HTTP load balancer (real backends in this process) while UPDATEs change nodes
 //! (runtime API) or force reloads, with keep-alive and with close-mode clients, counting
 //! every failed request; then keep-alive clients across reloads on standalone copies of

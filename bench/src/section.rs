@@ -1,11 +1,11 @@
 //! What a HAProxy bench section (UPDATE latency, zero-drop) is given and gives back, and
-//! how one runs on its own (`bench --update-latency`, `bench --zero-drop`): a gearmand on
+//! how one runs on its own (`libra-bench --update-latency`, `--zero-drop`): a gearmand on
 //! a free loopback port in a temporary directory that is removed afterwards unless the
 //! section failed, then the section's markdown (and JSON with `--json`) on stdout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::procs::{Gearmand, ProcsError};
+use super::procs::{self, Gearmand, ProcsError};
 use super::suite::TempDir;
 
 /// What a section runs against.
@@ -26,10 +26,8 @@ pub struct Section {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
-    #[error("cannot find this program's binary to run as the worker: {0}")]
-    Binary(std::io::Error),
     #[error(transparent)]
-    Gearmand(#[from] ProcsError),
+    Procs(#[from] ProcsError),
     #[error("{0}")]
     Section(String),
 }
@@ -39,14 +37,22 @@ pub fn main_alone<F>(name: &str, json: bool, section: F) -> i32
 where
     F: FnOnce(&Env) -> Result<Section, String>,
 {
-    let mut dir = match TempDir::create() {
-        Ok(d) => d,
+    // Looked up first: without it there is nothing to run and no directory to keep.
+    let binary = match procs::worker_binary() {
+        Ok(b) => b,
         Err(e) => {
-            note!("libra-worker: {e}");
+            note!("libra-bench: {name}: {e}");
             return 1;
         }
     };
-    match run_alone(&dir.path, section) {
+    let mut dir = match TempDir::create() {
+        Ok(d) => d,
+        Err(e) => {
+            note!("libra-bench: {e}");
+            return 1;
+        }
+    };
+    match run_alone(&binary, &dir.path, section) {
         Ok(s) => {
             out!("{}", s.markdown.trim_end());
             if json {
@@ -56,21 +62,20 @@ where
         }
         Err(e) => {
             dir.keep = true;
-            note!("libra-worker: bench {name}: {e}");
-            note!("libra-worker: logs kept in {}", dir.path.display());
+            note!("libra-bench: {name}: {e}");
+            note!("libra-bench: logs kept in {}", dir.path.display());
             1
         }
     }
 }
 
-fn run_alone<F>(dir: &Path, section: F) -> Result<Section, SectionError>
+fn run_alone<F>(binary: &Path, dir: &Path, section: F) -> Result<Section, SectionError>
 where
     F: FnOnce(&Env) -> Result<Section, String>,
 {
-    let binary: PathBuf = std::env::current_exe().map_err(SectionError::Binary)?;
     let gearmand = Gearmand::start(dir, 1)?;
     let env = Env {
-        binary: &binary,
+        binary,
         gearmand: gearmand.addr(),
         dir,
     };

@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use libra_worker::tools::files;
+use libra_worker::tools::process::{self, parse_show_proc};
+use libra_worker::tools::stats_socket::{StatsError, StatsSocket};
 use serde::Serialize;
 
 use super::stats;
-use crate::drivers::haproxy::files;
-use crate::drivers::haproxy::process::{self, parse_show_proc};
-use crate::drivers::haproxy::stats_socket::StatsSocket;
 
 /// Bound on one socket command.
 const CLI_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,7 +88,7 @@ pub fn time_check(binary: &Path, config: &Path, n: usize) -> Result<Vec<Duration
 /// carry over), then `show info` and `show stat` (the counters it banks).
 pub fn time_socket_reads(socket: &Path, n: usize) -> Result<Vec<Duration>, StepError> {
     let s = StatsSocket::new(socket, CLI_TIMEOUT);
-    let fail = |e: crate::drivers::haproxy::stats_socket::StatsError| StepError::Socket {
+    let fail = |e: StatsError| StepError::Socket {
         socket: socket.display().to_string(),
         problem: e.to_string(),
     };
@@ -231,7 +231,7 @@ pub fn phase_times(what: &str, phases: &[ReloadPhases]) -> Vec<StepTimes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::standalone::{Edits, StandaloneHaproxy};
+    use crate::standalone::{Edits, StandaloneHaproxy};
 
     #[test]
     fn summaries_are_in_milliseconds() {
@@ -254,14 +254,14 @@ mod tests {
     fn probes_real_reloads_and_reads() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = crate::bench::appliance::haproxy_binary();
+        let binary = crate::appliance::haproxy_binary();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
         let rendered = format!(
             "\nglobal\n    stats socket {0}/stats.sock mode 600 level admin expose-fd listeners\n    server-state-file {0}/server-state\n\ndefaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n    timeout connect 5s\n\nfrontend f\n    bind 127.0.0.1:1\n    default_backend b\n\nbackend b\n    server s 127.0.0.1:1\n",
             from.display()
         );
-        let port = crate::bench::procs::free_port().unwrap();
+        let port = crate::procs::free_port().unwrap();
         let copy = dir.path().join("copy");
         let h = StandaloneHaproxy::start(
             &binary,

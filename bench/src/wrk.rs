@@ -273,7 +273,7 @@ fn seconds(span: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::http_backend::HttpBackend;
+    use crate::http_backend::HttpBackend;
 
     const CLEAN: &str = "Running 10m test @ http://127.0.0.1:8080/
   1 threads and 16 connections
@@ -319,7 +319,7 @@ Transfer/sec:      1.14MB
     #[test]
     fn runs_against_a_backend_in_both_modes_and_stops_on_sigint() {
         let Some(wrk) = program() else {
-            crate::bench::skip_or_fail("wrk is not installed (apt-get install wrk)");
+            crate::skip_or_fail("wrk is not installed (apt-get install wrk)");
             return;
         };
         let b = HttpBackend::start("w").unwrap();

@@ -1,4 +1,4 @@
-//! `libra-worker bench`: a pipelined Gearman load generator (`load`, `stats`, `procfs`,
+//! `libra-bench`: a pipelined Gearman load generator (`load`, `stats`, `procfs`,
 //! `procs`), the worker-against-C-worker comparison (`suite`), and against a HAProxy-driver
 //! worker (`appliance`, `updates`, `client`) the UPDATE latency (`update_latency`, `steps`,
 //! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`).
@@ -45,7 +45,8 @@ pub(crate) fn skip_or_fail(reason: &str) {
         panic!("a prerequisite is missing under CI: {reason}");
     }
     eprintln!("SKIPPED: {reason}");
-    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tmp/skipped.txt");
+    // The workspace's target directory, one level above this crate.
+    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tmp/skipped.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -64,14 +65,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Args;
+use clap::Parser;
 
 use load::{Expect, LoadSpec};
 
-/// The `bench` subcommand's arguments: the generator alone, or `--suite`.
-#[derive(Debug, Args)]
+/// The command line: the generator alone, `--suite`, or one HAProxy section alone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "libra-bench",
+    version,
+    about = "Load generator and benchmark suite for libra-worker"
+)]
 pub struct BenchArgs {
-    /// Run the whole comparison: start gearmand, the C worker and this worker, measure,
+    /// Run the whole comparison: start gearmand, the C worker and libra-worker, measure,
     /// and print the table (markdown).
     #[arg(long, conflicts_with_all = ["server", "function", "action", "file"])]
     pub suite: bool,
@@ -178,7 +184,7 @@ impl BenchArgs {
     }
 }
 
-/// Runs `bench`; returns the process exit code (0 ok, 1 failures seen, 2 usage).
+/// Runs the bench; returns the process exit code (0 ok, 1 failures seen, 2 usage).
 pub fn main(args: BenchArgs) -> i32 {
     if args.suite {
         return suite::main(&args);
@@ -193,7 +199,7 @@ pub fn main(args: BenchArgs) -> i32 {
         (Some(path), _) => match std::fs::read(path) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
-                note!("libra-worker: cannot read {}: {e}", path.display());
+                note!("libra-bench: cannot read {}: {e}", path.display());
                 return 2;
             }
         },
@@ -201,12 +207,12 @@ pub fn main(args: BenchArgs) -> i32 {
             Bytes::from(serde_json::json!({ "hpcs_action": action }).to_string())
         }
         (None, None) => {
-            note!("libra-worker: give --action or --file");
+            note!("libra-bench: give --action or --file");
             return 2;
         }
     };
     let (Some(server), Some(function)) = (args.server.clone(), args.function.clone()) else {
-        note!("libra-worker: give --server and --function");
+        note!("libra-bench: give --server and --function");
         return 2;
     };
     let spec = LoadSpec {
@@ -234,7 +240,7 @@ pub fn main(args: BenchArgs) -> i32 {
             }
         }
         Err(e) => {
-            note!("libra-worker: {e}");
+            note!("libra-bench: {e}");
             1
         }
     }
