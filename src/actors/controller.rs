@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::driver::Execute;
 use crate::config::Limits;
-use crate::drivers::{Command, DriverError, DriverResult, Reply};
+use crate::drivers::{Command, DriverError, Reply};
 use crate::jobs::{archive, diagnostics, discover, request, response, update, Action};
 use crate::logging::masked;
 use crate::telemetry::{Telemetry, Ticket};
@@ -54,7 +54,7 @@ pub struct ControllerConfig {
 
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<DriverResult<Reply>>,
+    reply: oneshot::Sender<Result<Reply, JobError>>,
     /// Its place in the driver's queue, which is this queue plus the one in flight.
     queued: Ticket,
 }
@@ -92,7 +92,7 @@ impl ControllerActor {
         &mut self,
         command: Command,
         ctx: &mut Context<Self>,
-    ) -> oneshot::Receiver<DriverResult<Reply>> {
+    ) -> oneshot::Receiver<Result<Reply, JobError>> {
         let (reply, rx) = oneshot::channel();
         let queued = self.telemetry.driver_mailbox.sent();
         self.queue.push_back(Pending {
@@ -126,11 +126,14 @@ impl ControllerActor {
                 .send(Execute { command, queued })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
-                    let result = res.unwrap_or_else(|e| {
-                        // The driver never took it out of its queue.
-                        act.telemetry.driver_mailbox.abandoned(queued);
-                        Err(DriverError::Failed(format!("driver unavailable: {e}")))
-                    });
+                    let result = match res {
+                        Ok(done) => done.map_err(JobError::Driver),
+                        Err(e) => {
+                            // The driver never took it out of its queue.
+                            act.telemetry.driver_mailbox.abandoned(queued);
+                            Err(JobError::DriverGone(e))
+                        }
+                    };
                     let _ = reply.send(result);
                     act.busy = false;
                     act.pump(ctx);
@@ -275,13 +278,11 @@ impl ControllerActor {
         Box::pin(async move {
             let result = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(DriverError::Failed(
-                    "the driver dropped the job".to_string(),
-                )),
-                Err(_) => Err(DriverError::Failed(format!(
-                    "{action} timed out after {} s",
-                    timeout.as_secs()
-                ))),
+                Ok(Err(_)) => Err(JobError::Dropped),
+                Err(_) => Err(JobError::TimedOut {
+                    action,
+                    after: timeout,
+                }),
             };
             answer(action, &mut msg, result);
             finish(&t, &log, Some(action), Value::Object(msg), started)
@@ -289,8 +290,22 @@ impl ControllerActor {
     }
 }
 
-/// Writes a driver result into the echoed request.
-fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Reply>) {
+/// Why a job that went to the driver has no driver answer.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Driver(DriverError),
+    #[error("the driver is unavailable: {0}")]
+    DriverGone(MailboxError),
+    #[error("the driver dropped the job")]
+    Dropped,
+    #[error("{action} timed out after {} s", .after.as_secs())]
+    TimedOut { action: Action, after: Duration },
+}
+
+/// Writes a driver result into the echoed request; an error's text becomes `hpcs_error`
+/// here (cut to what the API server can store by `finish`, which logs it whole).
+fn answer(action: Action, msg: &mut Map<String, Value>, result: Result<Reply, JobError>) {
     match result {
         Ok(reply) => {
             match reply {
@@ -325,7 +340,7 @@ fn answer(action: Action, msg: &mut Map<String, Value>, result: DriverResult<Rep
                 update::mark_nodes(msg, update::NODE_ERR);
             }
             let text = match &e {
-                DriverError::Deleted => {
+                JobError::Driver(DriverError::Deleted) => {
                     msg.insert("status".to_string(), Value::from("DELETED"));
                     format!("Invalid operation {action} on a deleted LB.")
                 }

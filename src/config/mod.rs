@@ -5,6 +5,7 @@
 
 pub(crate) mod file;
 pub(crate) mod reference_ini;
+pub(crate) mod state_files;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -777,10 +778,10 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
     let in_state = |name: &str| state_dir.join(name);
     let (config_file, logfile, stats_socket, pid_file) = match mode {
         HaproxyMode::Managed => (
-            in_state("haproxy.cfg"),
-            in_state("haproxy.log"),
-            in_state("stats.sock"),
-            in_state("haproxy.pid"),
+            in_state(state_files::CONFIG),
+            in_state(state_files::LOG),
+            in_state(state_files::STATS_SOCKET),
+            in_state(state_files::PID),
         ),
         HaproxyMode::Service => (
             PathBuf::from("/etc/haproxy/haproxy.cfg"),
@@ -815,7 +816,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
         bind_address,
         config_file: set(&h.config_file).unwrap_or(config_file),
         logfile: set(&h.logfile).unwrap_or(logfile),
-        statsfile: set(&h.statsfile).unwrap_or_else(|| in_state("metrics.json")),
+        statsfile: set(&h.statsfile).unwrap_or_else(|| in_state(state_files::LEDGER)),
         stats_socket: set(&h.stats_socket).unwrap_or(stats_socket),
         pid_file: set(&h.pid_file).unwrap_or(pid_file),
         start_cmd: command("haproxy.start_cmd", &h.start_cmd, "service haproxy start")?,

@@ -25,10 +25,10 @@ pub enum DriverError {
     Deleted,
     /// A value the driver refuses (it never reaches the configuration).
     #[error("{0}")]
-    Invalid(String),
-    /// The appliance failed; the text says where, in the driver's own words.
+    Invalid(Box<dyn std::error::Error + Send + Sync>),
+    /// The appliance failed at a step; the driver's typed error says which, gist first.
     #[error("{0}")]
-    Failed(String),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DriverError {

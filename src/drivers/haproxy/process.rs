@@ -38,7 +38,7 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 const SETSID_PROGRAMS: [&str; 2] = ["/usr/bin/setsid", "/bin/setsid"];
 
 /// Name of the master CLI socket inside the state dir.
-pub const MASTER_SOCKET_NAME: &str = "master.sock";
+pub const MASTER_SOCKET_NAME: &str = crate::config::state_files::MASTER_SOCKET;
 
 /// Most of the log read back to find HAProxy's alerts after a failed start or reload.
 const MAX_LOG_READ: u64 = 1024 * 1024;

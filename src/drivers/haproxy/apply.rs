@@ -1,0 +1,268 @@
+//! Making a new configuration live: through the runtime API when only nodes change (no
+//! reload), otherwise by checking a candidate file, carrying node health and byte counters
+//! over, swapping the file in and reloading; a refusal puts the previous file back. The
+//! `applying` marker brackets the change so a worker that dies half-way is reconciled.
+
+use std::sync::atomic::Ordering;
+
+use slog::{error, warn};
+
+use super::error::{HaproxyError, Result};
+use super::model::Model;
+use super::{command, files, process, render, runtime, HaproxyDriver};
+use crate::config::HaproxyMode;
+use crate::drivers::Protocol;
+
+impl HaproxyDriver {
+    /// Makes `next` live: through the runtime API when only nodes change, otherwise by
+    /// the full check-swap-reload path.
+    pub(super) fn apply(&mut self, mut next: Model) -> Result<()> {
+        self.ensure_state_dir()?;
+        if let Some(live) = &self.applied {
+            next.inherit_dynamic_cookies(live);
+        }
+        if self.settings.runtime_api
+            && self.has_config()
+            && !self.is_suspended()
+            && self.process.is_running()
+        {
+            match self.apply_at_runtime(&mut next) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    self.stats.runtime_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    warn!(self.log, "runtime update failed half-way; reloading instead"; "error" => %e);
+                }
+            }
+        }
+        let text = render::render(&next, &self.render_env()?)?;
+        // From here a worker that dies leaves the marker: its successor reloads from the
+        // file, so that what runs is what the file says.
+        self.mark_applying()?;
+        let result = self.apply_with_reload(next, &text);
+        self.applied_done();
+        result
+    }
+
+    /// Applies a nodes-only change through the runtime API, then writes the same state to
+    /// the file. `Ok(false)`: the change needs a reload. `Err`: HAProxy refused a step
+    /// half-way; the caller reloads from the file, which makes both agree again.
+    fn apply_at_runtime(&mut self, next: &mut Model) -> Result<bool> {
+        let Some(live) = self.applied.clone() else {
+            return Ok(false);
+        };
+        let steps = match runtime::plan(&live, next, &self.lingering) {
+            Ok(steps) => steps,
+            Err(reason) => {
+                slog::debug!(self.log, "update needs a reload"; "reason" => %reason);
+                return Ok(false);
+            }
+        };
+        // HTTP nodes that join at run time carry HAProxy's dynamic cookie; a parked server
+        // that comes back keeps the cookie it had.
+        let backend = render::backend_name(Protocol::Http);
+        let added_http: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                runtime::Step::Add {
+                    protocol: Protocol::Http,
+                    node,
+                } => Some(node.id.clone()),
+                runtime::Step::Revive {
+                    protocol: Protocol::Http,
+                    node,
+                } => self
+                    .lingering
+                    .get(&(backend.clone(), render::server_name(&node.id)))
+                    .filter(|p| p.dynamic_cookie)
+                    .map(|_| node.id.clone()),
+                _ => None,
+            })
+            .collect();
+        next.mark_dynamic_cookie(Protocol::Http, added_http.iter());
+        let text = render::render(next, &self.render_env()?)?;
+        self.mark_applying()?;
+        let done = runtime::apply(&self.socket, &live, next, &steps)?;
+        for key in &done.revived {
+            self.lingering.remove(key);
+        }
+        self.lingering.extend(done.parked);
+        // The file says what now runs; it was produced by the same renderer from the same
+        // structure HAProxy accepted, with validated node values, so it is not re-checked
+        // here (that check alone costs more than the whole runtime change).
+        self.live.backup(&self.paths.config, &self.paths.backup)?;
+        self.live.install(&self.paths.config, text.as_bytes())?;
+        self.persist_model(next);
+        self.applied_done();
+        self.applied = Some(next.clone());
+        self.stats.runtime_applies.fetch_add(1, Ordering::Relaxed);
+        self.stats.expect_up(true);
+        Ok(true)
+    }
+
+    /// Refuses a port another process holds before HAProxy tries it: a reload that fails
+    /// to bind pauses the old frontends for about two seconds, which would drop clients.
+    fn check_ports(&self, next: &Model) -> Result<()> {
+        let Ok(ip) = self.settings.bind_address.parse::<std::net::IpAddr>() else {
+            return Ok(());
+        };
+        let ours = |port: u16| {
+            self.applied
+                .as_ref()
+                .is_some_and(|m| m.load_balancers().iter().any(|lb| lb.port == port))
+        };
+        for lb in next.load_balancers() {
+            // In service mode another user's HAProxy holds our current ports.
+            if self.settings.mode == HaproxyMode::Service && ours(lb.port) {
+                continue;
+            }
+            let addr = std::net::SocketAddr::new(ip, lb.port);
+            if let Err(e) = process::check_bindable(&[addr]) {
+                let cause = match &e {
+                    // A service-mode HAProxy starts as root: a port the worker may not
+                    // bind is no evidence that HAProxy cannot.
+                    process::ProcessError::PortUnavailable { source, .. }
+                        if self.settings.mode == HaproxyMode::Service
+                            && source.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        continue;
+                    }
+                    process::ProcessError::PortUnavailable { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                return Err(HaproxyError::PortTaken {
+                    frontend: render::frontend_name(lb.protocol),
+                    cause,
+                    addr,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the previous file back after HAProxy refused the new one.
+    fn roll_back(&mut self, had_previous: bool, was_running: bool) {
+        let restored = if had_previous {
+            self.live
+                .restore(&self.paths.backup, &self.paths.config)
+                .map(|_| ())
+        } else {
+            self.live.remove(&self.paths.config).map(|_| ())
+        };
+        if let Err(e) = restored {
+            error!(self.log, "cannot restore the previous configuration"; "error" => %e);
+            return;
+        }
+        if !(was_running && had_previous) {
+            return;
+        }
+        // A failed reload leaves the old worker serving and the master waiting; a new
+        // worker that died at start-up takes everything down. Either way, load the restored
+        // file so that what runs is what is on disk.
+        let result = if self.process.is_running() {
+            self.process.reload()
+        } else {
+            self.process.start()
+        };
+        if let Err(e) = result {
+            error!(self.log, "reloading the restored configuration failed"; "error" => %e);
+        }
+    }
+
+    /// The full path: write and check the candidate, refuse ports held by others, carry
+    /// node health and byte counters over, then swap the file in and reload.
+    fn apply_with_reload(&mut self, next: Model, text: &str) -> Result<()> {
+        files::write_atomic(&self.paths.candidate, text.as_bytes(), files::PRIVATE_MODE)?;
+        self.ensure_server_state()?;
+        if let Err(e) = process::validate_with_timeout(
+            &self.settings.binary,
+            &self.paths.candidate,
+            self.timeouts.command,
+        ) {
+            let _ = files::remove_if_exists(&self.paths.candidate);
+            self.stats
+                .validation_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        crash_point!("apply-candidate-checked");
+        let running = self.process.is_running();
+        self.check_ports(&next)?;
+        if running {
+            // Node health survives the reload: hand HAProxy the states still valid.
+            match self.socket.show_servers_state() {
+                Ok(dump) => {
+                    let live = self.applied.clone().unwrap_or_default();
+                    self.write_server_state(&render::carry_server_state(&dump, &live, &next))?;
+                }
+                Err(e) => {
+                    warn!(self.log, "cannot save server states before the reload"; "error" => %e)
+                }
+            }
+            self.save_counters()?;
+        }
+        self.swap_and_load(next, text, running)
+    }
+
+    /// Puts the checked configuration in place (with its model, so a worker that dies
+    /// now restarts knowing what the file says) and has HAProxy load it; on refusal the
+    /// previous file and model come back and keep serving.
+    fn swap_and_load(&mut self, next: Model, text: &str, running: bool) -> Result<()> {
+        let had_previous = self.live.backup(&self.paths.config, &self.paths.backup)?;
+        crash_point!("apply-backup-taken");
+        self.live.install(&self.paths.config, text.as_bytes())?;
+        crash_point!("apply-file-replaced");
+        let _ = files::remove_if_exists(&self.paths.candidate);
+        self.persist_model(&next);
+        crash_point!("apply-before-reload");
+        let outcome = if running {
+            self.process.reload()
+        } else {
+            self.process.start()
+        };
+        match outcome {
+            Ok(()) => {
+                crash_point!("apply-after-reload");
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                // The new process was built from the file: nothing is parked any more.
+                self.lingering.clear();
+                let _ = files::remove_if_exists(&self.paths.suspended);
+                self.applied = Some(next);
+                self.stats.expect_up(true);
+                self.stats.set_up(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                match self.applied.clone() {
+                    Some(previous) => self.persist_model(&previous),
+                    None => {
+                        let _ = files::remove_if_exists(&self.paths.model);
+                    }
+                }
+                // A command that hung told us nothing happened; running it again would
+                // only hang again while the next jobs wait.
+                let hung = matches!(
+                    e,
+                    process::ProcessError::ServiceCommand(command::CommandError::TimedOut { .. })
+                );
+                self.roll_back(had_previous, running && !hung);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn mark_applying(&self) -> Result<()> {
+        Ok(files::write_atomic(
+            &self.paths.applying,
+            b"",
+            files::PRIVATE_MODE,
+        )?)
+    }
+
+    fn applied_done(&self) {
+        if let Err(e) = files::remove_if_exists(&self.paths.applying) {
+            warn!(self.log, "cannot clear the update marker"; "error" => %e);
+        }
+    }
+}

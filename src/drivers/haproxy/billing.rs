@@ -1,0 +1,111 @@
+//! METRICS: the `bout` counters of HAProxy's backends, tied to the process that counts
+//! them, banked in the ledger before every stop or reload and reported from it; the
+//! reference worker's state file is taken over on the first start after the switch.
+
+use std::path::Path;
+
+use slog::{error, info, warn};
+
+use super::error::{HaproxyError, Result};
+use super::ledger::{self, Ledger, Sample};
+use super::{render, HaproxyDriver};
+use crate::drivers::Protocol;
+
+impl HaproxyDriver {
+    /// The ledger, loaded on first use (taking over the reference worker's state file the
+    /// first time there is none of our own).
+    pub(super) fn ledger(&mut self) -> Result<&mut Ledger> {
+        let ledger = match self.ledger.take() {
+            Some(l) => l,
+            None => self.load_ledger()?,
+        };
+        Ok(self.ledger.insert(ledger))
+    }
+
+    fn load_ledger(&mut self) -> Result<Ledger> {
+        let path = self.settings.statsfile.clone();
+        let reference = self
+            .settings
+            .reference_statsfile
+            .clone()
+            .filter(|r| !path.exists() && r.exists());
+        if let Some(reference) = reference {
+            return self.take_over_reference_ledger(&path, &reference);
+        }
+        match Ledger::load(&path) {
+            Ok(l) => Ok(l),
+            Err(e @ ledger::LedgerError::Corrupt { .. }) => {
+                // Keep the evidence, start a fresh count.
+                let aside = path.with_extension("corrupt");
+                let _ = std::fs::rename(&path, &aside);
+                error!(self.log, "metrics ledger unreadable; starting afresh"; "error" => %e, "kept_as" => %aside.display());
+                Ok(Ledger::load(&path)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The first start after the reference worker: its METRICS state becomes ours, so the
+    /// next report bills exactly what it had not (its file is left as it was).
+    fn take_over_reference_ledger(&mut self, path: &Path, reference: &Path) -> Result<Ledger> {
+        let text = self
+            .live
+            .read(reference)
+            .map_err(HaproxyError::ReferenceState)?;
+        let pids: Vec<(Protocol, u32)> = if self.process.is_running() {
+            self.samples()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| (s.protocol, s.pid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ledger = Ledger::import_reference(path, reference, &text, &pids)?;
+        info!(self.log, "took over the reference worker's METRICS state";
+            "from" => %reference.display(), "ledger" => %path.display());
+        Ok(ledger)
+    }
+
+    /// The `bout` counters of every load balancer, tied to the worker process that holds them.
+    pub(super) fn samples(&self) -> Result<Vec<Sample>> {
+        let info = self.socket.show_info()?;
+        let pid: u32 = info
+            .get("Pid")
+            .and_then(|p| p.parse().ok())
+            .ok_or(HaproxyError::NoPid)?;
+        let rows = self.socket.show_stat()?;
+        let protocols: Vec<Protocol> = match &self.applied {
+            Some(m) => m.load_balancers().iter().map(|lb| lb.protocol).collect(),
+            None => vec![Protocol::Http, Protocol::Tcp],
+        };
+        let mut out = Vec::new();
+        for protocol in protocols {
+            let backend = render::backend_name(protocol);
+            if let Some(row) = rows.iter().find(|r| {
+                r.get("pxname") == Some(backend.as_str()) && r.get("svname") == Some("BACKEND")
+            }) {
+                out.push(Sample {
+                    protocol,
+                    pid,
+                    bout: row.get_u64("bout").unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Before HAProxy's current process goes away: bank its counters.
+    pub(super) fn save_counters(&mut self) -> Result<()> {
+        let samples = match self.samples() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(self.log, "cannot read HAProxy counters before a stop or reload"; "error" => %e);
+                return Ok(());
+            }
+        };
+        self.ledger()?.save_before_stop(&samples)?;
+        crash_point!("ledger-saved-before-reload");
+        Ok(())
+    }
+}
