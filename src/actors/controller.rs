@@ -249,18 +249,18 @@ impl ControllerActor {
             }
             Action::Update => match update::parse(&mut msg, &self.config.limits) {
                 Ok(lbs) => Command::Update(lbs),
-                Err(message) => {
+                Err(error) => {
                     t.driver
                         .validation_failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    update::refuse(&mut msg, &message);
+                    update::refuse(&mut msg, &error.to_string());
                     return ready(Some(action), Value::Object(msg));
                 }
             },
             Action::Archive => match archive::parse(&msg) {
                 Ok(target) => Command::Archive(target),
-                Err(message) => {
-                    response::bad_request(&mut msg, &message);
+                Err(error) => {
+                    response::bad_request(&mut msg, &error.to_string());
                     return ready(Some(action), Value::Object(msg));
                 }
             },

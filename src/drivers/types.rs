@@ -17,6 +17,32 @@ pub const MAX_TIMEOUT_MS: u32 = 86_400_000;
 /// Most connection retries (the API server's limit).
 pub const MAX_RETRIES: u32 = 256;
 
+/// The names of an enumerated field's values, in one table: `parse` (case-insensitive, as
+/// the contract says for enumerated fields) and `as_str` (the name used in jobs, answers
+/// and stored state) both come from it.
+macro_rules! named {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn parse(s: &str) -> Option<$ty> {
+                $(if s.eq_ignore_ascii_case($name) {
+                    return Some($ty::$variant);
+                })+
+                None
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+named!(Protocol { Http => "HTTP", Tcp => "TCP", Galera => "GALERA" });
+named!(Algorithm { RoundRobin => "ROUND_ROBIN", LeastConnections => "LEAST_CONNECTIONS" });
+named!(MonitorType { Connect => "CONNECT", Http => "HTTP" });
+
 /// A load balancer's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -27,24 +53,6 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s.to_ascii_uppercase().as_str() {
-            "HTTP" => Some(Protocol::Http),
-            "TCP" => Some(Protocol::Tcp),
-            "GALERA" => Some(Protocol::Galera),
-            _ => None,
-        }
-    }
-
-    /// The name used in jobs and answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "HTTP",
-            Protocol::Tcp => "TCP",
-            Protocol::Galera => "GALERA",
-        }
-    }
-
     /// The HAProxy section prefix: `galera` shares `tcp`, as in the reference layout.
     pub fn section_prefix(self) -> &'static str {
         match self {
@@ -91,20 +99,55 @@ pub enum Algorithm {
     LeastConnections,
 }
 
-impl Algorithm {
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        match s.to_ascii_uppercase().as_str() {
-            "ROUND_ROBIN" => Some(Algorithm::RoundRobin),
-            "LEAST_CONNECTIONS" => Some(Algorithm::LeastConnections),
-            _ => None,
+/// A rule the load balancers of one appliance keep. The job parser and the driver's model
+/// check the same rules, and say so in the same words (the API server shows them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("Protocol '{0}' is already defined.")]
+    ProtocolDefined(Protocol),
+    #[error("Protocols '{existing}' and '{added}' cannot both be defined: they share the tcp load balancer")]
+    SectionShared { existing: Protocol, added: Protocol },
+    #[error("Port {0} is used by more than one load balancer")]
+    PortInUse(u16),
+    #[error("Node id '{0}' is used more than once")]
+    DuplicateNode(NodeId),
+    #[error("Galera protocol does not accept more than one non-backup node")]
+    GaleraPrimaries,
+    #[error("Timeout cannot be greater than delay")]
+    MonitorTimeout,
+    #[error("Server 'weight' {0} exceeds max of {MAX_WEIGHT}")]
+    WeightTooHigh(i64),
+    #[error("Server 'weight' {0} is below the minimum of 1")]
+    WeightTooLow(i64),
+}
+
+impl RuleError {
+    /// A load balancer of `added` when one of `existing` is there: the same protocol twice,
+    /// or TCP and GALERA, which share HAProxy's `tcp` sections.
+    pub fn same_section(existing: Protocol, added: Protocol) -> RuleError {
+        if existing == added {
+            RuleError::ProtocolDefined(added)
+        } else {
+            RuleError::SectionShared { existing, added }
         }
     }
 }
 
-/// A value refused before it could reach a configuration.
+/// A value refused before it could reach a configuration; each holds the value, quoted
+/// for a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidValue(pub String);
+pub enum InvalidValue {
+    #[error("Missing node 'id'")]
+    EmptyNodeId,
+    #[error("Invalid node id {0}: use at most 64 letters, digits, '_', '.', ':' or '-'")]
+    NodeId(String),
+    #[error("Invalid node address {0}: expected an IP address or a DNS name")]
+    Address(String),
+    #[error("Invalid monitor path {0}: percent-encode anything but URL characters (at most {MAX_PATH_LEN})")]
+    Path(String),
+    #[error("Invalid {field} {value}: no white space or control characters, at most 128 bytes")]
+    PlainText { field: String, value: String },
+}
 
 /// A node id: non-empty, at most 64 characters of `[A-Za-z0-9_.:-]`, so that
 /// `server id-<id>` can never carry white space or configuration syntax.
@@ -114,17 +157,14 @@ pub struct NodeId(String);
 impl NodeId {
     pub fn parse(s: &str) -> Result<NodeId, InvalidValue> {
         if s.is_empty() {
-            return Err(InvalidValue("Missing node 'id'".to_string()));
+            return Err(InvalidValue::EmptyNodeId);
         }
         if s.len() > 64
             || !s
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
         {
-            return Err(InvalidValue(format!(
-                "Invalid node id {}: use at most 64 letters, digits, '_', '.', ':' or '-'",
-                quoted(s)
-            )));
+            return Err(InvalidValue::NodeId(quoted(s)));
         }
         Ok(NodeId(s.to_string()))
     }
@@ -166,10 +206,7 @@ impl Address {
             .split('.')
             .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
         if name.is_empty() || name.len() > 253 || looks_numeric || !name.split('.').all(label_ok) {
-            return Err(InvalidValue(format!(
-                "Invalid node address {}: expected an IP address or a DNS name",
-                quoted(s)
-            )));
+            return Err(InvalidValue::Address(quoted(s)));
         }
         Ok(Address::Dns(name.to_ascii_lowercase()))
     }
@@ -188,10 +225,10 @@ impl fmt::Display for Address {
 /// load balancer id): no white space, no control characters, at most 128 bytes.
 pub fn check_plain_text(field: &str, s: &str) -> Result<(), InvalidValue> {
     if s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(InvalidValue(format!(
-            "Invalid {field} {}: no white space or control characters, at most 128 bytes",
-            quoted(s)
-        )));
+        return Err(InvalidValue::PlainText {
+            field: field.to_string(),
+            value: quoted(s),
+        });
     }
     Ok(())
 }
@@ -215,10 +252,7 @@ impl UrlPath {
             format!("/{s}")
         };
         if path.len() > MAX_PATH_LEN || !path.bytes().all(is_uri_byte) {
-            return Err(InvalidValue(format!(
-                "Invalid monitor path {}: percent-encode anything but URL characters (at most {MAX_PATH_LEN})",
-                quoted(s)
-            )));
+            return Err(InvalidValue::Path(quoted(s)));
         }
         Ok(UrlPath(path))
     }

@@ -4,85 +4,118 @@
 use serde_json::{Map, Value};
 
 use super::request::kind_of;
-use crate::drivers::{check_plain_text, quoted, ArchiveTarget, Protocol};
+use crate::drivers::{check_plain_text, quoted, ArchiveTarget, InvalidValue, Protocol};
 
 pub const STORE_TYPE_FIELD: &str = "hpcs_object_store_type";
 pub const BASEPATH_FIELD: &str = "hpcs_object_store_basepath";
 pub const ENDPOINT_FIELD: &str = "hpcs_object_store_endpoint";
 pub const TOKEN_FIELD: &str = "hpcs_object_store_token";
 
-/// Parses an ARCHIVE request. The error is the validation message.
-pub fn parse(msg: &Map<String, Value>) -> Result<ArchiveTarget, String> {
+/// Why an ARCHIVE request was refused; the text is the `hpcs_error` the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("Missing '{0}' element")]
+    Missing(&'static str),
+    #[error("'{0}' is not a valid store type")]
+    StoreType(String),
+    #[error("'{field}' must be {expected}, not {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("'loadBalancers' must hold one load balancer object")]
+    NoLoadBalancer,
+    #[error("Missing required 'protocol' value.")]
+    MissingProtocol,
+    #[error("Unsupported protocol: {0}")]
+    UnsupportedProtocol(String),
+    #[error("Missing load balancer 'id'")]
+    MissingId,
+    #[error("Invalid load balancer id: {0}")]
+    InvalidId(String),
+    #[error("Invalid '{BASEPATH_FIELD}' value {0}: a Swift container name")]
+    Container(String),
+    #[error("Invalid '{ENDPOINT_FIELD}' value {0}: an http(s) URL")]
+    Endpoint(String),
+    /// The token itself is never quoted back.
+    #[error("Invalid '{TOKEN_FIELD}' value")]
+    Token,
+    #[error(transparent)]
+    Value(#[from] InvalidValue),
+}
+
+/// Parses an ARCHIVE request.
+pub fn parse(msg: &Map<String, Value>) -> Result<ArchiveTarget, ArchiveError> {
     let store_type = match msg.get(STORE_TYPE_FIELD) {
-        None => return Err(format!("Missing '{STORE_TYPE_FIELD}' element")),
+        None => return Err(ArchiveError::Missing(STORE_TYPE_FIELD)),
         Some(Value::String(s)) => s.to_ascii_lowercase(),
-        Some(other) => return Err(format!("'{}' is not a valid store type", other)),
+        Some(other) => return Err(ArchiveError::StoreType(other.to_string())),
     };
     if store_type != "swift" {
-        return Err(format!("'{store_type}' is not a valid store type"));
+        return Err(ArchiveError::StoreType(store_type));
     }
-    let text = |field: &str| -> Result<String, String> {
+    let text = |field: &'static str| -> Result<String, ArchiveError> {
         match msg.get(field) {
-            None => Err(format!("Missing '{field}' element")),
+            None => Err(ArchiveError::Missing(field)),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!(
-                "'{field}' must be a string, not {}",
-                kind_of(other)
-            )),
+            Some(other) => Err(ArchiveError::WrongType {
+                field,
+                expected: "a string",
+                found: kind_of(other),
+            }),
         }
     };
     let container = text(BASEPATH_FIELD)?;
     let endpoint = text(ENDPOINT_FIELD)?;
     let token = text(TOKEN_FIELD)?;
     let first = match msg.get("loadBalancers") {
-        None => return Err("Missing 'loadBalancers' element".to_string()),
+        None => return Err(ArchiveError::Missing("loadBalancers")),
         Some(Value::Array(list)) => match list.first() {
             Some(Value::Object(lb)) => lb,
-            _ => return Err("'loadBalancers' must hold one load balancer object".to_string()),
+            _ => return Err(ArchiveError::NoLoadBalancer),
         },
         Some(other) => {
-            return Err(format!(
-                "'loadBalancers' must be a list, not {}",
-                kind_of(other)
-            ))
+            return Err(ArchiveError::WrongType {
+                field: "loadBalancers",
+                expected: "a list",
+                found: kind_of(other),
+            })
         }
     };
     let protocol = match first.get("protocol") {
-        None => return Err("Missing required 'protocol' value.".to_string()),
+        None => return Err(ArchiveError::MissingProtocol),
         Some(Value::String(p)) => {
-            Protocol::parse(p).ok_or_else(|| format!("Unsupported protocol: {}", quoted(p)))?
+            Protocol::parse(p).ok_or_else(|| ArchiveError::UnsupportedProtocol(quoted(p)))?
         }
-        Some(other) => return Err(format!("Unsupported protocol: {}", kind_of(other))),
+        Some(other) => {
+            return Err(ArchiveError::UnsupportedProtocol(
+                kind_of(other).to_string(),
+            ))
+        }
     };
     let lb_id = match first.get("id") {
-        None | Some(Value::Null) => return Err("Missing load balancer 'id'".to_string()),
+        None | Some(Value::Null) => return Err(ArchiveError::MissingId),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => return Err(format!("Invalid load balancer id: {}", shown(other))),
+        Some(other) => return Err(ArchiveError::InvalidId(shown(other))),
     };
     if lb_id.contains('/') {
-        return Err(format!("Invalid load balancer id: {}", quoted(&lb_id)));
+        return Err(ArchiveError::InvalidId(quoted(&lb_id)));
     }
-    check_plain_text("load balancer id", &lb_id).map_err(|e| e.0)?;
+    check_plain_text("load balancer id", &lb_id)?;
     if container.is_empty() || container.contains('/') {
-        return Err(format!(
-            "Invalid '{BASEPATH_FIELD}' value {}: a Swift container name",
-            quoted(&container)
-        ));
+        return Err(ArchiveError::Container(quoted(&container)));
     }
-    check_plain_text(BASEPATH_FIELD, &container).map_err(|e| e.0)?;
+    check_plain_text(BASEPATH_FIELD, &container)?;
     let lower = endpoint.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://"))
         || endpoint.chars().any(char::is_whitespace)
     {
-        return Err(format!(
-            "Invalid '{ENDPOINT_FIELD}' value {}: an http(s) URL",
-            quoted(&endpoint)
-        ));
+        return Err(ArchiveError::Endpoint(quoted(&endpoint)));
     }
     if token.is_empty() || token.chars().any(|c| c.is_control()) {
-        // Never quote the token itself.
-        return Err(format!("Invalid '{TOKEN_FIELD}' value"));
+        return Err(ArchiveError::Token);
     }
     Ok(ArchiveTarget {
         container,
@@ -138,7 +171,7 @@ mod tests {
                 v.as_object_mut().unwrap().remove(*f);
             }
             assert_eq!(
-                parse(v.as_object().unwrap()).unwrap_err(),
+                parse(v.as_object().unwrap()).unwrap_err().to_string(),
                 format!("Missing '{field}' element")
             );
         }
@@ -149,7 +182,7 @@ mod tests {
         let mut v = full();
         v["hpcs_object_store_type"] = json!("S3");
         assert_eq!(
-            parse(v.as_object().unwrap()).unwrap_err(),
+            parse(v.as_object().unwrap()).unwrap_err().to_string(),
             "'s3' is not a valid store type"
         );
     }

@@ -10,8 +10,9 @@ use super::request::kind_of;
 use super::response;
 use crate::config::Limits;
 use crate::drivers::{
-    quoted, Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol,
-    Timeouts, UrlPath, MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT,
+    quoted, Address, Algorithm, InvalidValue, LoadBalancer, Monitor, MonitorType, Node, NodeId,
+    Protocol, RuleError, Timeouts, UrlPath, MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES,
+    MAX_TIMEOUT_MS, MAX_WEIGHT,
 };
 
 pub const LB_LIST_FIELD: &str = "loadBalancers";
@@ -19,34 +20,109 @@ pub const LB_LIST_FIELD: &str = "loadBalancers";
 pub const NODE_OK: &str = "ENABLED";
 pub const NODE_ERR: &str = "DISABLED";
 
-/// Parses the `loadBalancers` of an UPDATE. The error is the validation message.
-pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBalancer>, String> {
-    let list = match msg.get_mut(LB_LIST_FIELD) {
-        None => return Err("Missing 'loadBalancers' element".to_string()),
-        Some(Value::Array(list)) => list,
-        Some(other) => {
-            return Err(format!(
-                "'loadBalancers' must be a list, not {}",
-                kind_of(other)
-            ))
+/// Why an UPDATE is refused. The texts are the reference worker's where it had one (the
+/// API server may show them to users); the others name the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("Missing 'loadBalancers' element")]
+    MissingLoadBalancers,
+    #[error("Missing 'nodes' element")]
+    MissingNodes,
+    #[error("Missing required 'protocol' value.")]
+    MissingProtocol,
+    #[error("Missing node '{0}'")]
+    MissingNodeField(&'static str),
+    #[error("Missing monitor value '{0}'")]
+    MissingMonitorValue(&'static str),
+    #[error("Missing '{0}' value")]
+    MissingValue(String),
+    #[error("'loadBalancers' must hold at least one load balancer")]
+    NoLoadBalancers,
+    #[error("{what} must be {expected}, not {found}")]
+    WrongType {
+        what: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("Too many {what}: {count} (limits.{limit} is {max})")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: &'static str,
+        max: usize,
+    },
+    #[error("Unsupported protocol: {0}")]
+    UnsupportedProtocol(String),
+    #[error("Port is required for this protocol.")]
+    PortRequired,
+    #[error("Invalid algorithm: {0}")]
+    InvalidAlgorithm(String),
+    #[error("Invalid monitor type: {0}")]
+    InvalidMonitorType(String),
+    #[error("Non-integer '{field}' value: {value}")]
+    NotAnInteger { field: String, value: String },
+    #[error("'{field}' value {value} is out of range {min}..{max}")]
+    OutOfRange {
+        field: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error("Invalid {field} {value}: must be 1..65535")]
+    InvalidPort { field: &'static str, value: i64 },
+    #[error("Invalid node 'backup' value: {0} (TRUE or FALSE)")]
+    InvalidBackup(String),
+    #[error(transparent)]
+    Value(#[from] InvalidValue),
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+}
+
+impl UpdateError {
+    fn wrong_type(what: &'static str, expected: &'static str, found: &Value) -> UpdateError {
+        UpdateError::WrongType {
+            what,
+            expected,
+            found: kind_of(found),
         }
+    }
+
+    fn not_an_integer(field: &str, value: &Value) -> UpdateError {
+        UpdateError::NotAnInteger {
+            field: field.to_string(),
+            value: shown(value),
+        }
+    }
+}
+
+/// Parses the `loadBalancers` of an UPDATE.
+pub fn parse(
+    msg: &mut Map<String, Value>,
+    limits: &Limits,
+) -> Result<Vec<LoadBalancer>, UpdateError> {
+    let list = match msg.get_mut(LB_LIST_FIELD) {
+        None => return Err(UpdateError::MissingLoadBalancers),
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(UpdateError::wrong_type("'loadBalancers'", "a list", other)),
     };
     if list.is_empty() {
-        return Err("'loadBalancers' must hold at least one load balancer".to_string());
+        return Err(UpdateError::NoLoadBalancers);
     }
     if list.len() > limits.max_load_balancers {
-        return Err(format!(
-            "Too many load balancers: {} (limits.max_load_balancers is {})",
-            list.len(),
-            limits.max_load_balancers
-        ));
+        return Err(UpdateError::TooMany {
+            what: "load balancers",
+            count: list.len(),
+            limit: "max_load_balancers",
+            max: limits.max_load_balancers,
+        });
     }
     let mut lbs: Vec<LoadBalancer> = Vec::with_capacity(list.len());
     for entry in list.iter_mut() {
         let Value::Object(lb) = entry else {
-            return Err(format!(
-                "Each load balancer must be an object, not {}",
-                kind_of(entry)
+            return Err(UpdateError::wrong_type(
+                "Each load balancer",
+                "an object",
+                entry,
             ));
         };
         let parsed = parse_lb(lb, limits)?;
@@ -54,39 +130,29 @@ pub fn parse(msg: &mut Map<String, Value>, limits: &Limits) -> Result<Vec<LoadBa
             .iter()
             .find(|o| o.protocol.section_prefix() == parsed.protocol.section_prefix())
         {
-            return Err(if other.protocol == parsed.protocol {
-                format!("Protocol '{}' is already defined.", parsed.protocol)
-            } else {
-                format!(
-                    "Protocols '{}' and '{}' cannot both be defined: they share the tcp load balancer",
-                    other.protocol, parsed.protocol
-                )
-            });
+            return Err(RuleError::same_section(other.protocol, parsed.protocol).into());
         }
         if lbs.iter().any(|o| o.port == parsed.port) {
-            return Err(format!(
-                "Port {} is used by more than one load balancer",
-                parsed.port
-            ));
+            return Err(RuleError::PortInUse(parsed.port).into());
         }
         lbs.push(parsed);
     }
     Ok(lbs)
 }
 
-fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer, String> {
+fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer, UpdateError> {
     // The reference checks 'nodes' before 'protocol'; the API server may rely on it.
     let node_count = match lb.get("nodes") {
-        None => return Err("Missing 'nodes' element".to_string()),
+        None => return Err(UpdateError::MissingNodes),
         Some(Value::Array(n)) => n.len(),
-        Some(other) => return Err(format!("'nodes' must be a list, not {}", kind_of(other))),
+        Some(other) => return Err(UpdateError::wrong_type("'nodes'", "a list", other)),
     };
     let protocol = match lb.get("protocol") {
-        None => return Err("Missing required 'protocol' value.".to_string()),
+        None => return Err(UpdateError::MissingProtocol),
         Some(Value::String(p)) => {
-            Protocol::parse(p).ok_or_else(|| format!("Unsupported protocol: {}", quoted(p)))?
+            Protocol::parse(p).ok_or_else(|| UpdateError::UnsupportedProtocol(quoted(p)))?
         }
-        Some(other) => return Err(format!("Unsupported protocol: {}", kind_of(other))),
+        Some(other) => return Err(UpdateError::UnsupportedProtocol(kind_of(other).to_string())),
     };
     // The user's free text (any characters, up to 128 in the API server): echoed, never
     // refused, never written into the configuration.
@@ -95,63 +161,50 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
         _ => None,
     };
     let port = match lb.get("port") {
-        None | Some(Value::Null) => protocol
-            .default_port()
-            .ok_or_else(|| "Port is required for this protocol.".to_string())?,
+        None | Some(Value::Null) => protocol.default_port().ok_or(UpdateError::PortRequired)?,
         Some(v) => port_value("port", v)?,
     };
     let algorithm = match lb.get("algorithm") {
         None | Some(Value::Null) => Algorithm::RoundRobin,
         Some(Value::String(a)) => {
-            Algorithm::parse(a).ok_or_else(|| format!("Invalid algorithm: {}", quoted(a)))?
+            Algorithm::parse(a).ok_or_else(|| UpdateError::InvalidAlgorithm(quoted(a)))?
         }
-        Some(other) => return Err(format!("Invalid algorithm: {}", kind_of(other))),
+        Some(other) => return Err(UpdateError::InvalidAlgorithm(kind_of(other).to_string())),
     };
     let monitor = match lb.get_mut("monitor") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(parse_monitor(m)?),
-        Some(other) => {
-            return Err(format!(
-                "'monitor' must be an object, not {}",
-                kind_of(other)
-            ))
-        }
+        Some(other) => return Err(UpdateError::wrong_type("'monitor'", "an object", other)),
     };
     let timeouts = match lb.get("options") {
         None | Some(Value::Null) => Timeouts::default(),
         Some(Value::Object(o)) => parse_options(o)?,
-        Some(other) => {
-            return Err(format!(
-                "'options' must be an object, not {}",
-                kind_of(other)
-            ))
-        }
+        Some(other) => return Err(UpdateError::wrong_type("'options'", "an object", other)),
     };
     if node_count > limits.max_nodes {
-        return Err(format!(
-            "Too many nodes: {node_count} (limits.max_nodes is {})",
-            limits.max_nodes
-        ));
+        return Err(UpdateError::TooMany {
+            what: "nodes",
+            count: node_count,
+            limit: "max_nodes",
+            max: limits.max_nodes,
+        });
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(node_count);
     let mut ids = HashSet::new();
     if let Some(Value::Array(list)) = lb.get("nodes") {
         for entry in list {
             let Value::Object(node) = entry else {
-                return Err(format!(
-                    "Each node must be an object, not {}",
-                    kind_of(entry)
-                ));
+                return Err(UpdateError::wrong_type("Each node", "an object", entry));
             };
             let node = parse_node(node)?;
             if !ids.insert(node.id.clone()) {
-                return Err(format!("Node id '{}' is used more than once", node.id));
+                return Err(RuleError::DuplicateNode(node.id).into());
             }
             nodes.push(node);
         }
     }
     if protocol == Protocol::Galera && nodes.iter().filter(|n| !n.backup).count() > 1 {
-        return Err("Galera protocol does not accept more than one non-backup node".to_string());
+        return Err(RuleError::GaleraPrimaries.into());
     }
     Ok(LoadBalancer {
         name,
@@ -164,35 +217,32 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
     })
 }
 
-fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
+fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, UpdateError> {
     for field in ["type", "delay", "timeout", "attempts"] {
         if !m.contains_key(field) {
-            return Err(format!("Missing monitor value '{field}'"));
+            return Err(UpdateError::MissingMonitorValue(field));
         }
     }
     let kind = match m.get("type") {
-        Some(Value::String(t)) => match t.to_ascii_uppercase().as_str() {
-            "CONNECT" => MonitorType::Connect,
-            "HTTP" => MonitorType::Http,
-            _ => return Err(format!("Invalid monitor type: {}", quoted(t))),
-        },
-        Some(other) => return Err(format!("Invalid monitor type: {}", kind_of(other))),
-        None => return Err("Missing monitor value 'type'".to_string()),
+        Some(Value::String(t)) => {
+            MonitorType::parse(t).ok_or_else(|| UpdateError::InvalidMonitorType(quoted(t)))?
+        }
+        Some(other) => return Err(UpdateError::InvalidMonitorType(kind_of(other).to_string())),
+        None => return Err(UpdateError::MissingMonitorValue("type")),
     };
     let seconds = MAX_MONITOR_SECONDS.into();
     let delay = int_in(m.get("delay"), "delay", 1, seconds)?;
     let timeout = int_in(m.get("timeout"), "timeout", 1, seconds)?;
     let attempts = int_in(m.get("attempts"), "attempts", 1, MAX_ATTEMPTS.into())?;
     if timeout > delay {
-        return Err("Timeout cannot be greater than delay".to_string());
+        return Err(RuleError::MonitorTimeout.into());
     }
     let path = match m.get("path") {
         None | Some(Value::Null) => UrlPath::parse("/"),
         Some(Value::String(p)) if p.is_empty() => UrlPath::parse("/"),
         Some(Value::String(p)) => UrlPath::parse(p),
-        Some(other) => return Err(format!("Invalid monitor path: {}", kind_of(other))),
-    }
-    .map_err(|e| e.0)?;
+        Some(other) => return Err(UpdateError::wrong_type("The monitor path", "text", other)),
+    }?;
     // The reference echoed the defaulted path; so do we.
     m.insert("path".to_string(), Value::from(path.as_str()));
     Ok(Monitor {
@@ -204,7 +254,7 @@ fn parse_monitor(m: &mut Map<String, Value>) -> Result<Monitor, String> {
     })
 }
 
-fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
+fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, UpdateError> {
     let d = Timeouts::default();
     // The API server forwards 0 (no timeout) .. 1,000,000 ms and 0..256 retries.
     let ms = |field: &str, default: u32| match o.get(field) {
@@ -222,32 +272,37 @@ fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, String> {
     })
 }
 
-fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
+fn parse_node(node: &Map<String, Value>) -> Result<Node, UpdateError> {
     let port = match node.get("port") {
-        None => return Err("Missing node 'port'".to_string()),
+        None => return Err(UpdateError::MissingNodeField("port")),
         Some(v) => port_value("node port", v)?,
     };
     let address = match node.get("address") {
-        None => return Err("Missing node 'address'".to_string()),
-        Some(Value::String(a)) => Address::parse(a).map_err(|e| e.0)?,
-        Some(other) => return Err(format!("Invalid node address: {}", kind_of(other))),
+        None => return Err(UpdateError::MissingNodeField("address")),
+        Some(Value::String(a)) => Address::parse(a)?,
+        Some(other) => return Err(UpdateError::wrong_type("A node address", "text", other)),
     };
     let id = match node.get("id") {
-        None | Some(Value::Null) => return Err("Missing node 'id'".to_string()),
-        Some(Value::String(s)) => NodeId::parse(s).map_err(|e| e.0)?,
-        Some(Value::Number(n)) => NodeId::parse(&n.to_string()).map_err(|e| e.0)?,
-        Some(other) => return Err(format!("Invalid node id: {}", kind_of(other))),
+        None | Some(Value::Null) => return Err(UpdateError::MissingNodeField("id")),
+        Some(Value::String(s)) => NodeId::parse(s)?,
+        Some(Value::Number(n)) => NodeId::parse(&n.to_string())?,
+        Some(other) => {
+            return Err(UpdateError::wrong_type(
+                "A node id",
+                "a number or text",
+                other,
+            ))
+        }
     };
     let weight = match node.get("weight") {
         None | Some(Value::Null) => 1,
         Some(v) => {
-            let w =
-                integer(v).ok_or_else(|| format!("Non-integer 'weight' value: {}", shown(v)))?;
+            let w = integer(v).ok_or_else(|| UpdateError::not_an_integer("weight", v))?;
             if w > i64::from(MAX_WEIGHT) {
-                return Err(format!("Server 'weight' {w} exceeds max of {MAX_WEIGHT}"));
+                return Err(RuleError::WeightTooHigh(w).into());
             }
             if w < 1 {
-                return Err(format!("Server 'weight' {w} is below the minimum of 1"));
+                return Err(RuleError::WeightTooLow(w).into());
             }
             w as u16
         }
@@ -257,12 +312,7 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, String> {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(format!(
-                "Invalid node 'backup' value: {} (TRUE or FALSE)",
-                shown(v)
-            ))
-        }
+        Some(v) => return Err(UpdateError::InvalidBackup(shown(v))),
     };
     Ok(Node {
         id,
@@ -306,19 +356,24 @@ fn integer(v: &Value) -> Option<i64> {
     }
 }
 
-fn int_in(v: Option<&Value>, field: &str, min: i64, max: i64) -> Result<u32, String> {
-    let v = v.ok_or_else(|| format!("Missing '{field}' value"))?;
-    let n = integer(v).ok_or_else(|| format!("Non-integer '{field}' value: {}", shown(v)))?;
+fn int_in(v: Option<&Value>, field: &str, min: i64, max: i64) -> Result<u32, UpdateError> {
+    let v = v.ok_or_else(|| UpdateError::MissingValue(field.to_string()))?;
+    let n = integer(v).ok_or_else(|| UpdateError::not_an_integer(field, v))?;
     if n < min || n > max {
-        return Err(format!("'{field}' value {n} is out of range {min}..{max}"));
+        return Err(UpdateError::OutOfRange {
+            field: field.to_string(),
+            value: n,
+            min,
+            max,
+        });
     }
     Ok(n as u32)
 }
 
-fn port_value(field: &str, v: &Value) -> Result<u16, String> {
-    let n = integer(v).ok_or_else(|| format!("Non-integer '{field}' value: {}", shown(v)))?;
+fn port_value(field: &'static str, v: &Value) -> Result<u16, UpdateError> {
+    let n = integer(v).ok_or_else(|| UpdateError::not_an_integer(field, v))?;
     if !(1..=65535).contains(&n) {
-        return Err(format!("Invalid {field} {n}: must be 1..65535"));
+        return Err(UpdateError::InvalidPort { field, value: n });
     }
     Ok(n as u16)
 }
@@ -337,7 +392,7 @@ mod tests {
 
     fn run(v: Value) -> Result<Vec<LoadBalancer>, String> {
         let Value::Object(mut m) = v else { panic!() };
-        parse(&mut m, &Limits::default())
+        parse(&mut m, &Limits::default()).map_err(|e| e.to_string())
     }
 
     fn http(nodes: Value) -> Value {
@@ -564,6 +619,7 @@ mod tests {
         };
         assert!(parse(&mut m, &limits)
             .unwrap_err()
+            .to_string()
             .contains("limits.max_nodes"));
     }
 

@@ -11,8 +11,8 @@ pub use crate::drivers::types::{
     MAX_ATTEMPTS, MAX_MONITOR_SECONDS, MAX_RETRIES, MAX_TIMEOUT_MS, MAX_WEIGHT,
 };
 use crate::drivers::{
-    Address, Algorithm, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol, Timeouts,
-    UrlPath,
+    Address, Algorithm, InvalidValue, LoadBalancer, Monitor, MonitorType, Node, NodeId, Protocol,
+    RuleError, Timeouts, UrlPath,
 };
 
 /// Version of the persisted JSON layout.
@@ -21,30 +21,16 @@ const STORED_VERSION: u32 = 1;
 /// Why a load balancer cannot enter the model. The texts are answered to the API server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
-    #[error("Protocol '{0}' is already defined.")]
-    ProtocolDefined(Protocol),
-    #[error("Protocols '{existing}' and '{added}' cannot both be defined: they share the tcp load balancer")]
-    SectionShared { existing: Protocol, added: Protocol },
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     #[error(
         "Protocol '{0}' is not defined: declare the load balancer before its settings and nodes"
     )]
     ProtocolUndefined(Protocol),
-    #[error("Port {0} is used by more than one load balancer")]
-    PortInUse(u16),
     #[error("Port 0 is not a valid listening port")]
     PortZero,
     #[error("Node '{0}': port 0 is not a valid node port")]
     NodePortZero(NodeId),
-    #[error("Node id '{0}' is used more than once")]
-    DuplicateNode(NodeId),
-    #[error("Server 'weight' {0} exceeds max of 256")]
-    WeightTooHigh(u16),
-    #[error("Server 'weight' {0} is below the minimum of 1")]
-    WeightTooLow(u16),
-    #[error("Galera protocol does not accept more than one non-backup node")]
-    GaleraPrimaries,
-    #[error("Timeout cannot be greater than delay")]
-    MonitorTimeout,
     #[error("'{field}' value {value} is out of range {min}..{max}")]
     OutOfRange {
         field: &'static str,
@@ -55,6 +41,8 @@ pub enum ModelError {
     /// A persisted model that no longer reads as one (edited by hand, or a newer layout).
     #[error("stored load balancer state is invalid: {0}")]
     Stored(String),
+    #[error("stored load balancer state is invalid: {0}")]
+    StoredValue(#[from] InvalidValue),
 }
 
 /// One load balancer: a frontend `<prefix>-in` and a backend `<prefix>-servers`.
@@ -127,20 +115,13 @@ impl Model {
             .iter()
             .find(|lb| lb.prefix() == protocol.section_prefix())
         {
-            return Err(if other.protocol == protocol {
-                ModelError::ProtocolDefined(protocol)
-            } else {
-                ModelError::SectionShared {
-                    existing: other.protocol,
-                    added: protocol,
-                }
-            });
+            return Err(RuleError::same_section(other.protocol, protocol).into());
         }
         if port == 0 {
             return Err(ModelError::PortZero);
         }
         if self.lbs.iter().any(|lb| lb.port == port) {
-            return Err(ModelError::PortInUse(port));
+            return Err(RuleError::PortInUse(port).into());
         }
         let lb = LbConfig {
             protocol,
@@ -180,7 +161,7 @@ impl Model {
         )?;
         in_range("attempts", monitor.attempts.into(), 1, MAX_ATTEMPTS.into())?;
         if monitor.timeout > monitor.delay {
-            return Err(ModelError::MonitorTimeout);
+            return Err(RuleError::MonitorTimeout.into());
         }
         lb.monitor = Some(monitor.clone());
         Ok(())
@@ -212,16 +193,16 @@ impl Model {
             return Err(ModelError::NodePortZero(node.id.clone()));
         }
         if node.weight > MAX_WEIGHT {
-            return Err(ModelError::WeightTooHigh(node.weight));
+            return Err(RuleError::WeightTooHigh(node.weight.into()).into());
         }
         if node.weight == 0 {
-            return Err(ModelError::WeightTooLow(node.weight));
+            return Err(RuleError::WeightTooLow(0).into());
         }
         if lb.nodes.iter().any(|n| n.id == node.id) {
-            return Err(ModelError::DuplicateNode(node.id.clone()));
+            return Err(RuleError::DuplicateNode(node.id.clone()).into());
         }
         if lb.protocol == Protocol::Galera && !node.backup && lb.nodes.iter().any(|n| !n.backup) {
-            return Err(ModelError::GaleraPrimaries);
+            return Err(RuleError::GaleraPrimaries.into());
         }
         lb.nodes.push(node.clone());
         Ok(())
@@ -336,20 +317,6 @@ struct StoredNode {
     backup: bool,
 }
 
-fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::RoundRobin => "ROUND_ROBIN",
-        Algorithm::LeastConnections => "LEAST_CONNECTIONS",
-    }
-}
-
-fn monitor_type_name(t: MonitorType) -> &'static str {
-    match t {
-        MonitorType::Connect => "CONNECT",
-        MonitorType::Http => "HTTP",
-    }
-}
-
 impl From<Model> for StoredModel {
     fn from(model: Model) -> StoredModel {
         let load_balancers = model
@@ -358,9 +325,9 @@ impl From<Model> for StoredModel {
             .map(|lb| StoredLb {
                 protocol: lb.protocol.as_str().to_string(),
                 port: lb.port,
-                algorithm: algorithm_name(lb.algorithm).to_string(),
+                algorithm: lb.algorithm.as_str().to_string(),
                 monitor: lb.monitor.map(|m| StoredMonitor {
-                    kind: monitor_type_name(m.kind).to_string(),
+                    kind: m.kind.as_str().to_string(),
                     delay: m.delay,
                     timeout: m.timeout,
                     attempts: m.attempts,
@@ -418,32 +385,26 @@ impl TryFrom<StoredModel> for Model {
             let monitor = match s.monitor {
                 None => None,
                 Some(m) => Some(Monitor {
-                    kind: match m.kind.as_str() {
-                        "CONNECT" => MonitorType::Connect,
-                        "HTTP" => MonitorType::Http,
-                        other => return Err(bad("monitor type", other)),
-                    },
+                    kind: MonitorType::parse(&m.kind)
+                        .ok_or_else(|| bad("monitor type", &m.kind))?,
                     delay: m.delay,
                     timeout: m.timeout,
                     attempts: m.attempts,
-                    path: UrlPath::parse(&m.path).map_err(|e| ModelError::Stored(e.0))?,
+                    path: UrlPath::parse(&m.path)?,
                 }),
             };
             let mut nodes = Vec::with_capacity(s.nodes.len());
             for n in s.nodes {
                 nodes.push(Node {
-                    id: NodeId::parse(&n.id).map_err(|e| ModelError::Stored(e.0))?,
-                    address: Address::parse(&n.address).map_err(|e| ModelError::Stored(e.0))?,
+                    id: NodeId::parse(&n.id)?,
+                    address: Address::parse(&n.address)?,
                     port: n.port,
                     weight: n.weight,
                     backup: n.backup,
                 });
             }
             for id in &s.dynamic_cookie {
-                dynamic.push((
-                    protocol,
-                    NodeId::parse(id).map_err(|e| ModelError::Stored(e.0))?,
-                ));
+                dynamic.push((protocol, NodeId::parse(id)?));
             }
             lbs.push(LoadBalancer {
                 name: None,
@@ -600,7 +561,7 @@ mod tests {
         };
         assert_eq!(
             m.add_server(Protocol::Http, &light).unwrap_err(),
-            ModelError::WeightTooLow(0)
+            ModelError::Rule(RuleError::WeightTooLow(0))
         );
         let portless = Node {
             port: 0,
@@ -646,7 +607,7 @@ mod tests {
         assert_eq!(
             m.set_monitor(Protocol::Http, &monitor(5, 6, 1))
                 .unwrap_err(),
-            ModelError::MonitorTimeout
+            ModelError::Rule(RuleError::MonitorTimeout)
         );
         assert!(m.set_monitor(Protocol::Http, &monitor(0, 0, 1)).is_err());
         assert_eq!(
