@@ -107,20 +107,31 @@ impl Telemetry {
 
     /// Healthy when at least one job server is connected and HAProxy is in the state
     /// the last job left it. The reason says what is wrong.
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> Result<(), Unhealthy> {
         let conns = self.connections();
         if !conns.iter().any(|c| c.state().is_connected()) {
-            return Err("no job server connected".to_string());
+            return Err(Unhealthy::NoJobServer);
         }
         let expected = self.driver.haproxy_expected_up.load(Ordering::Relaxed);
         let actual = self.driver.haproxy_up.load(Ordering::Relaxed);
         if expected >= 0 && actual >= 0 && expected != actual {
             return Err(if expected == 1 {
-                "HAProxy should be running but is not".to_string()
+                Unhealthy::HaproxyDown
             } else {
-                "HAProxy should be stopped but is running".to_string()
+                Unhealthy::HaproxyUp
             });
         }
         Ok(())
     }
+}
+
+/// Why `/healthz` answers 503; the text is the page's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("no job server connected")]
+    NoJobServer,
+    #[error("HAProxy should be running but is not")]
+    HaproxyDown,
+    #[error("HAProxy should be stopped but is running")]
+    HaproxyUp,
 }
