@@ -96,7 +96,7 @@ impl HaproxyDriver {
             let (Some(px), Some(sv)) = (row.get("pxname"), row.get("svname")) else {
                 continue;
             };
-            if !px.ends_with("-servers") {
+            if !render::is_backend_name(px) {
                 continue;
             }
             let Some(id) = sv.strip_prefix(render::SERVER_PREFIX) else {

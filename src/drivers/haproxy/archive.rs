@@ -17,7 +17,8 @@ use md5::{Digest, Md5};
 use reqwest::blocking::{Body, Client};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, ETAG};
 
-use crate::drivers::types::ArchiveTarget;
+use super::render;
+use crate::drivers::types::{ArchiveTarget, Protocol};
 
 /// Characters around a log word that are not part of a proxy name (`(tcp-in/TCP)`,
 /// `http-in~` for TLS frontends, `Proxy http-in started.`).
@@ -81,7 +82,7 @@ pub fn archive_log(
     })?;
     token.set_sensitive(true);
 
-    let spool = compress_lines(log, logfile, target.protocol.section_prefix())?;
+    let spool = compress_lines(log, logfile, target.protocol)?;
 
     let client = Client::builder()
         .timeout(timeout)
@@ -125,9 +126,9 @@ struct Spool {
     md5_hex: String,
 }
 
-/// Streams the lines of the proxies named `<prefix>-in` and `<prefix>-servers` through gzip
+/// Streams the lines of `protocol`'s frontend and backend (`http-in`, `http-servers`) through gzip
 /// into a spool file, hashing the compressed bytes as they are written.
-fn compress_lines(log: File, logfile: &Path, prefix: &str) -> Result<Spool, ArchiveError> {
+fn compress_lines(log: File, logfile: &Path, protocol: Protocol) -> Result<Spool, ArchiveError> {
     let dir = std::env::temp_dir();
     let compress_error = |source| ArchiveError::Compress {
         dir: dir.clone(),
@@ -140,7 +141,7 @@ fn compress_lines(log: File, logfile: &Path, prefix: &str) -> Result<Spool, Arch
         len: 0,
     };
     let mut gz = GzEncoder::new(hashing, Compression::default());
-    let names = ProxyNames::new(prefix);
+    let names = ProxyNames::new(protocol);
     let mut reader = BufReader::new(log);
     let mut line = Vec::new();
     loop {
@@ -227,10 +228,10 @@ struct ProxyNames {
 }
 
 impl ProxyNames {
-    fn new(prefix: &str) -> ProxyNames {
+    fn new(protocol: Protocol) -> ProxyNames {
         ProxyNames {
-            frontend: format!("{prefix}-in").into_bytes(),
-            backend: format!("{prefix}-servers").into_bytes(),
+            frontend: render::frontend_name(protocol).into_bytes(),
+            backend: render::backend_name(protocol).into_bytes(),
         }
     }
 
@@ -351,8 +352,8 @@ mod tests {
 
     #[test]
     fn lines_are_matched_by_proxy_name() {
-        let http = ProxyNames::new("http");
-        let tcp = ProxyNames::new("tcp");
+        let http = ProxyNames::new(Protocol::Http);
+        let tcp = ProxyNames::new(Protocol::Tcp);
         let line = b"Jan  9 15:11:45 lb haproxy[7]: 10.0.0.9:5 [09/Jan/2014:15:11:45.123] http-in http-servers/id-11 0/0/1/2/3 200 512 - - ---- 1/1/0/0/0 0/0 \"GET /tcp-in HTTP/1.1\"\n";
         assert!(http.matches(line));
         assert!(!tcp.matches(line), "a request path is not a proxy name");
@@ -390,7 +391,7 @@ mod tests {
         }
         text.extend_from_slice(b"haproxy[1]: last http-in line without newline \xff");
         fs::write(&path, &text).unwrap();
-        let spool = compress_lines(File::open(&path).unwrap(), &path, "http").unwrap();
+        let spool = compress_lines(File::open(&path).unwrap(), &path, Protocol::Http).unwrap();
         let mut gz = Vec::new();
         let mut file = spool.file;
         file.read_to_end(&mut gz).unwrap();

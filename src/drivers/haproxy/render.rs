@@ -276,6 +276,13 @@ pub fn backend_name(protocol: Protocol) -> String {
     format!("{}-servers", protocol.section_prefix())
 }
 
+/// Whether `proxy` is the backend of one of the load balancers (of any protocol).
+pub fn is_backend_name(proxy: &str) -> bool {
+    [Protocol::Http, Protocol::Tcp]
+        .into_iter()
+        .any(|p| backend_name(p) == proxy)
+}
+
 /// What HAProxy calls a node's server, and the HTTP cookie value that sticks to it.
 pub const SERVER_PREFIX: &str = "id-";
 
