@@ -39,7 +39,7 @@ pub mod render {
 /// The stats socket and master CLI client (bench: socket read timings and reload probes;
 /// tests: the serving HAProxy's pid).
 pub mod stats_socket {
-    pub use crate::drivers::haproxy::stats_socket::{StatRow, StatsError, StatsSocket};
+    pub use crate::drivers::haproxy::runtime_api::{StatRow, StatsError, StatsSocket};
 }
 
 /// ARCHIVE's upload of a load balancer's log lines to Swift (tests: against a mock Swift).

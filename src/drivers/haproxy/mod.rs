@@ -23,7 +23,7 @@ pub(crate) mod model;
 pub(crate) mod process;
 pub(crate) mod render;
 pub(crate) mod runtime;
-pub(crate) mod stats_socket;
+pub(crate) mod runtime_api;
 pub(crate) mod sudoers;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ use self::live_files::LiveFiles;
 use self::model::Model;
 use self::process::{Process, Timeouts};
 use self::render::{LogTarget, RenderEnv};
-use self::stats_socket::StatsSocket;
+use self::runtime_api::StatsSocket;
 use crate::config::{HaproxyMode, HaproxySettings};
 use crate::drivers::DriverStats;
 use crate::drivers::{

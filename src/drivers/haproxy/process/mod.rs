@@ -18,7 +18,7 @@ use nix::unistd::{getpgid, Pid};
 
 use super::alerts::{messages, summarize};
 use super::command::{self, CommandError, Secs};
-use super::stats_socket::{StatsError, StatsSocket};
+use super::runtime_api::{StatsError, StatsSocket};
 use crate::config::{HaproxyMode, HaproxySettings};
 
 /// How often HAProxy is polled while waiting for it to start, reload or stop: short,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::command::Secs;
+use super::super::command::Secs;
 
 /// Largest answer accepted (`show stat` of 512 servers is about 400 KiB).
 pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
