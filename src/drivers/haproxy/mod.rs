@@ -25,6 +25,8 @@ pub(crate) mod render;
 pub(crate) mod runtime;
 pub(crate) mod runtime_api;
 pub(crate) mod sudoers;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -36,7 +38,8 @@ use slog::{error, info, warn, Logger};
 use self::ledger::{Ledger, Sample};
 use self::live_files::LiveFiles;
 use self::model::Model;
-use self::process::{Process, Timeouts};
+// Named `Timeouts` here, where the load balancer's are `LbTimeouts`.
+use self::process::{Process, StepTimeouts as Timeouts};
 use self::render::{LogTarget, RenderEnv};
 use self::runtime_api::StatsSocket;
 use crate::config::{HaproxyMode, HaproxySettings};

@@ -257,23 +257,11 @@ fn add(socket: &StatsSocket, lb: &LbConfig, node: &Node) -> Result<(), RuntimeEr
     let words: Vec<&str> = options.iter().map(String::as_str).collect();
     socket.add_server(&backend, &server, ip, node.port, &words)?;
     if lb.protocol == Protocol::Http {
-        runtime_command(socket, &format!("enable dynamic-cookie backend {backend}"))?;
+        socket.enable_dynamic_cookie(&backend)?;
     }
     socket.enable_health(&backend, &server)?;
     socket.enable_server(&backend, &server)?;
     Ok(())
-}
-
-fn runtime_command(socket: &StatsSocket, cmd: &str) -> Result<(), RuntimeError> {
-    let answer = socket.command(&format!("set severity-output number; {cmd}"))?;
-    runtime_api::parse_runtime_answer(&answer)
-        .map(|_| ())
-        .map_err(|answer| {
-            RuntimeError(runtime_api::StatsError::Refused {
-                command: cmd.to_string(),
-                answer,
-            })
-        })
 }
 
 /// Deletes parked servers that have no connection left; returns those still parked.
