@@ -19,12 +19,13 @@ pub mod model {
     pub use crate::drivers::haproxy::model::{Model, ModelError};
 }
 
-/// `haproxy -c`, the managed master-worker HAProxy and its master CLI's `show proc`
-/// (bench: standalone HAProxy copies, reload timings, the appliance worker's reloads).
+/// `haproxy -c`, the managed master-worker HAProxy, its master CLI's `show proc`, and
+/// whether a process is alive as the driver reads it (bench: standalone HAProxy copies,
+/// reload timings, the appliance worker's reloads, its processes' liveness).
 pub mod process {
     pub use crate::drivers::haproxy::process::{
-        parse_show_proc, validate, Managed, ManagedPaths, MasterProc, ProcList, Process,
-        ProcessError, Timeouts, WorkerProc,
+        alive, show_proc, validate, Managed, ManagedPaths, MasterProc, ProcList, Process,
+        ProcessError, ShowProcError, StepTimeouts, WorkerProc,
     };
 }
 
@@ -36,10 +37,10 @@ pub mod render {
     };
 }
 
-/// The stats socket and master CLI client (bench: socket read timings and reload probes;
-/// tests: the serving HAProxy's pid).
-pub mod stats_socket {
-    pub use crate::drivers::haproxy::stats_socket::{StatRow, StatsError, StatsSocket};
+/// The runtime API client of the stats socket and the master CLI (bench: socket read
+/// timings and reload probes; tests: the serving HAProxy's pid).
+pub mod runtime_api {
+    pub use crate::drivers::haproxy::runtime_api::{StatRow, StatsError, StatsSocket};
 }
 
 /// ARCHIVE's upload of a load balancer's log lines to Swift (tests: against a mock Swift).

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use common::backends::{http_get, Backend};
 use common::*;
+use libra_worker::config::default_haproxy_binary;
+use libra_worker::tools::process::validate;
 use serde_json::{json, Value};
 
 /// What makes the worker reach a crash point.
@@ -209,15 +211,10 @@ fn the_worker_dies_at_each_step_of_an_apply_and_its_successor_reconciles() {
             master,
             "{point}: the same HAProxy master"
         );
-        let check = std::process::Command::new("haproxy")
-            .args(["-c", "-q", "-f"])
-            .arg(state.join("haproxy.cfg"))
-            .output()
-            .unwrap();
+        let check = validate(&default_haproxy_binary(), &state.join("haproxy.cfg"));
         assert!(
-            check.status.success(),
-            "{point}: the live file passes haproxy -c: {}",
-            String::from_utf8_lossy(&check.stderr)
+            check.is_ok(),
+            "{point}: the live file passes haproxy -c: {check:?}"
         );
         // The job the dead worker held comes back from the job server and is answered.
         let answer = held.join().unwrap();

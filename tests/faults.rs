@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::backends::{http_get, Backend};
 use common::*;
+use libra_worker::config::default_haproxy_binary;
+use libra_worker::tools::process::validate;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -354,15 +356,10 @@ fn worker_killed_mid_update_fifty_times() {
         w.signal(Signal::SIGKILL);
         let _ = w.wait_exit(Duration::from_secs(5));
         let state = w.dir.path().join("state");
-        let check = std::process::Command::new("haproxy")
-            .args(["-c", "-q", "-f"])
-            .arg(state.join("haproxy.cfg"))
-            .output()
-            .unwrap();
+        let check = validate(&default_haproxy_binary(), &state.join("haproxy.cfg"));
         assert!(
-            check.status.success(),
-            "round {round}: the file on disk passes haproxy -c: {}",
-            String::from_utf8_lossy(&check.stderr)
+            check.is_ok(),
+            "round {round}: the file on disk passes haproxy -c: {check:?}"
         );
         assert!(
             http_get(port, None).is_ok(),

@@ -621,7 +621,7 @@ fn node_health_survives_a_reload() {
 
 /// The pid of the HAProxy worker process serving now (changes on every reload).
 fn serving_pid(a: &Appliance) -> String {
-    let sock = libra_worker::tools::stats_socket::StatsSocket::new(
+    let sock = libra_worker::tools::runtime_api::StatsSocket::new(
         a.state_dir().join("stats.sock"),
         Duration::from_secs(2),
     );

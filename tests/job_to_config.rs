@@ -4,9 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use libra_worker::config::Limits;
+use libra_worker::config::{default_haproxy_binary, Limits};
 use libra_worker::jobs::{request, update};
 use libra_worker::tools::model::Model;
+use libra_worker::tools::process::validate;
 use libra_worker::tools::render::{render, LogTarget, RenderEnv};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
@@ -208,17 +209,8 @@ fn check_job(lbs: Vec<Value>) -> Result<bool, TestCaseError> {
     }
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, &text).unwrap();
-    let out = std::process::Command::new("haproxy")
-        .args(["-c", "-q", "-f"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    prop_assert!(
-        out.status.success(),
-        "haproxy -c refused:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        text
-    );
+    let checked = validate(&default_haproxy_binary(), &cfg);
+    prop_assert!(checked.is_ok(), "{:?}\n{}", checked, text);
     Ok(true)
 }
 

@@ -25,7 +25,6 @@ use serde_json::{json, Value};
 const USER: &str = "libra-sudo-test";
 const NEEDS_ROOT: &str =
     "creates a system user and a sudoers file to run the worker unprivileged through sudo";
-const HAPROXY: &str = "/usr/sbin/haproxy";
 const SUDO: &str = "/usr/bin/sudo";
 
 /// Log lines as HAProxy sends them to syslog: two of the HTTP load balancer, one of TCP.
@@ -146,12 +145,14 @@ impl Layout {
     fn script_text(&self) -> String {
         let cfg = self.config().display().to_string();
         let pid = self.path("run/haproxy.pid").display().to_string();
+        let haproxy = libra_worker::config::default_haproxy_binary();
+        let haproxy = haproxy.display();
         format!(
             "#!/bin/sh\n\
              # tests/service_sudo.rs: an init script for HAProxy\n\
              set -e\n\
              case \"$1\" in\n\
-             start) exec {HAPROXY} -W -D -f {cfg} -p {pid} ;;\n\
+             start) exec {haproxy} -W -D -f {cfg} -p {pid} ;;\n\
              reload) kill -USR2 \"$(cat {pid})\" ;;\n\
              stop)\n\
                [ -f {pid} ] || exit 0\n\

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libra_worker::config::{HaproxySettings, Settings};
+use libra_worker::config::{default_haproxy_binary, HaproxySettings, Settings};
 use libra_worker::tools::command;
 use libra_worker::tools::process::{Managed, ManagedPaths};
 
@@ -41,16 +41,6 @@ pub enum LogLevel {
     Warning,
     /// Driver command durations, as JSON lines the bench reads back.
     DebugJson,
-}
-
-/// The HAProxy binary: Debian's path when it is there (it is not always on PATH).
-pub fn haproxy_binary() -> PathBuf {
-    let sbin = Path::new("/usr/sbin/haproxy");
-    if sbin.exists() {
-        sbin.to_path_buf()
-    } else {
-        PathBuf::from("haproxy")
-    }
 }
 
 /// A running HAProxy-driver worker, and the HAProxy it manages once an UPDATE has
@@ -88,7 +78,7 @@ impl HaproxyWorker {
              bind_address = \"127.0.0.1\"\n\n\
              [metrics]\nlisten = \"\"\n",
             log = log_file.display(),
-            haproxy = haproxy_binary().display(),
+            haproxy = default_haproxy_binary().display(),
             state = dir.join(format!("{function}-state")).display(),
         );
         let config = dir.join(format!("{function}.toml"));
@@ -196,6 +186,7 @@ mod tests {
     use crate::client::JobClient;
     use crate::procs::{free_port, Gearmand};
     use crate::updates::Appliance;
+    use libra_worker::tools::process::alive;
 
     #[test]
     fn runs_an_update_and_stops_its_haproxy() {
@@ -229,18 +220,12 @@ mod tests {
             .trim()
             .parse::<u32>()
             .unwrap();
-        assert!(crate::procfs::alive(pid));
+        assert!(alive(pid));
         assert_eq!(w.reloads().unwrap(), 0, "the first UPDATE starts HAProxy");
         let said = w.stop().unwrap();
         assert!(said.contains("stopped HAProxy"), "{said}");
         // Reparented to init when the worker exited: gone, or a zombie init has not
-        // reaped yet.
-        let running = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
-                .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
-        };
-        assert!(!running(), "HAProxy is stopped");
+        // reaped yet, which `alive` does not count.
+        assert!(!alive(pid), "HAProxy is stopped");
     }
 }

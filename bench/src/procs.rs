@@ -378,7 +378,7 @@ mod tests {
         let mut w = start_c_worker(&g, "echo-test", dir.path()).unwrap();
         wait_registered(&g.addr(), "echo-test", 1, &mut w).unwrap();
         let pid = w.pid();
-        assert!(crate::procfs::alive(pid));
+        assert!(libra_worker::tools::process::alive(pid));
         drop(w);
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
@@ -405,7 +405,7 @@ mod tests {
         let gearmand = g.process.pid();
         drop(g);
         assert!(
-            !crate::procfs::alive(gearmand),
+            !libra_worker::tools::process::alive(gearmand),
             "gearmand is stopped on drop"
         );
     }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libra_worker::tools::process::{self, Managed, ManagedPaths, Process, Timeouts};
+use libra_worker::tools::process::{self, Managed, ManagedPaths, Process, StepTimeouts};
 use libra_worker::tools::render;
 
 /// The frontend option whose effect on keep-alive clients across reloads is compared.
@@ -164,7 +164,7 @@ impl StandaloneHaproxy {
             log_file: dir.join("haproxy.log"),
             stats_socket: Some(stats_socket.clone()),
         };
-        let mut managed = Managed::new(paths).with_timeouts(Timeouts {
+        let mut managed = Managed::new(paths).with_timeouts(StepTimeouts {
             start: Duration::from_secs(20),
             reload: Duration::from_secs(20),
             stop: Duration::from_secs(10),
@@ -307,7 +307,7 @@ mod tests {
     fn starts_reloads_and_stops_a_copy() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = crate::appliance::haproxy_binary();
+        let binary = libra_worker::config::default_haproxy_binary();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
         let port = crate::procs::free_port().unwrap();

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libra_worker::tools::files;
-use libra_worker::tools::process::{self, parse_show_proc};
-use libra_worker::tools::stats_socket::{StatsError, StatsSocket};
+use libra_worker::tools::process;
+use libra_worker::tools::runtime_api::{StatsError, StatsSocket};
 use serde::Serialize;
 
 use super::stats;
@@ -142,12 +142,7 @@ pub fn probe_reload(master_socket: &Path, stats_socket: &Path) -> Result<ReloadP
         socket: master_socket.display().to_string(),
         problem,
     };
-    let show_proc = || {
-        master
-            .command("show proc")
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse_show_proc(&t))
-    };
+    let show_proc = || process::show_proc(&master).map_err(|e| e.to_string());
     let before = show_proc().map_err(fail)?;
     let started = Instant::now();
     master
@@ -254,7 +249,7 @@ mod tests {
     fn probes_real_reloads_and_reads() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = crate::appliance::haproxy_binary();
+        let binary = libra_worker::config::default_haproxy_binary();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
         let rendered = format!(

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use libra_worker::config::default_haproxy_binary;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::appliance::{haproxy_binary, HaproxyWorker, LogLevel};
+use super::appliance::{HaproxyWorker, LogLevel};
 use super::client::JobClient;
 use super::section::{Env, Section};
 use super::standalone::{Edits, StandaloneHaproxy};
@@ -246,7 +247,7 @@ fn breakdown(
     n: usize,
 ) -> Result<Vec<StepTimes>, UpdateLatencyError> {
     let settings = worker.haproxy();
-    let binary = haproxy_binary();
+    let binary = default_haproxy_binary();
     let config = &settings.config_file;
     let rendered = std::fs::read_to_string(config).map_err(|source| UpdateLatencyError::Read {
         path: config.display().to_string(),
@@ -446,7 +447,7 @@ fn markdown(
 }
 
 fn haproxy_version() -> String {
-    std::process::Command::new(haproxy_binary())
+    std::process::Command::new(default_haproxy_binary())
         .arg("-v")
         .output()
         .ok()

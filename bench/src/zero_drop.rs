@@ -7,10 +7,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use libra_worker::config::default_haproxy_binary;
 use serde::Serialize;
 use serde_json::json;
 
-use super::appliance::{haproxy_binary, HaproxyWorker, LogLevel};
+use super::appliance::{HaproxyWorker, LogLevel};
 use super::client::JobClient;
 use super::http_backend::HttpBackend;
 use super::section::{Env, Section};
@@ -323,7 +324,7 @@ fn standalone_run(
         u8::from(edits.drop_idle_close)
     ));
     let mut h = StandaloneHaproxy::start(
-        &haproxy_binary(),
+        &default_haproxy_binary(),
         rendered,
         state_dir,
         &dir,

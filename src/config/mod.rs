@@ -812,7 +812,7 @@ fn haproxy_settings(f: &FileConfig) -> Result<HaproxySettings, ConfigError> {
     }
     let mut settings = HaproxySettings {
         mode,
-        binary: resolve_program(&set(&h.binary).unwrap_or_else(|| PathBuf::from("haproxy"))),
+        binary: set(&h.binary).map_or_else(default_haproxy_binary, |b| resolve_program(&b)),
         bind_address,
         config_file: set(&h.config_file).unwrap_or(config_file),
         logfile: set(&h.logfile).unwrap_or(logfile),
@@ -882,6 +882,12 @@ fn program_words(text: &str) -> Vec<String> {
             .to_string();
     }
     words
+}
+
+/// The HAProxy binary when `haproxy.binary` is not set: `haproxy`, resolved by
+/// [`resolve_program`]. The one lookup of HAProxy; the tests and the bench use it too.
+pub fn default_haproxy_binary() -> PathBuf {
+    resolve_program(Path::new("haproxy"))
 }
 
 /// A bare program name (`haproxy`) as an absolute path: found on `PATH`, or in the sbin

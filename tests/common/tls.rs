@@ -219,7 +219,7 @@ impl TlsTerminator {
         std::fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
         let log_path = dir.path().join("haproxy.log");
         let log = std::fs::File::create(&log_path).expect("haproxy log");
-        let child = Command::new("haproxy")
+        let child = Command::new(libra_worker::config::default_haproxy_binary())
             .arg("-db")
             .arg("-f")
             .arg(&cfg_path)

@@ -14,7 +14,7 @@ use super::model::ModelError;
 use super::process::ProcessError;
 use super::render::RenderError;
 use super::runtime::RuntimeError;
-use super::stats_socket::StatsError;
+use super::runtime_api::StatsError;
 use crate::drivers::DriverError;
 
 #[derive(Debug, thiserror::Error)]

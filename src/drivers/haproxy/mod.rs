@@ -29,8 +29,10 @@ mod paths;
 pub(crate) mod process;
 pub(crate) mod render;
 pub(crate) mod runtime;
-pub(crate) mod stats_socket;
+pub(crate) mod runtime_api;
 pub(crate) mod sudoers;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod upkeep;
 
 use std::sync::Arc;
@@ -43,9 +45,9 @@ use self::ledger::Ledger;
 use self::live_files::LiveFiles;
 use self::model::Model;
 use self::paths::Paths;
-use self::process::{Process, Timeouts};
+use self::process::{Process, StepTimeouts};
 use self::render::{LogTarget, RenderEnv};
-use self::stats_socket::StatsSocket;
+use self::runtime_api::StatsSocket;
 use crate::config::{HaproxyMode, HaproxySettings};
 use crate::drivers::DriverStats;
 use crate::drivers::{
@@ -56,7 +58,7 @@ use crate::drivers::{
 pub(crate) struct HaproxyDriver {
     settings: HaproxySettings,
     paths: Paths,
-    timeouts: Timeouts,
+    timeouts: StepTimeouts,
     stats: Arc<DriverStats>,
     log: Logger,
     /// The UPDATE being assembled by the incremental trait calls.
@@ -260,11 +262,11 @@ fn live_files_for(settings: &HaproxySettings, timeout: Duration) -> LiveFiles {
 }
 
 /// Bounds for each process step, inside the job deadline so the driver answers first.
-fn timeouts_for(job_timeout: Duration) -> Timeouts {
+fn timeouts_for(job_timeout: Duration) -> StepTimeouts {
     let inner = job_timeout
         .saturating_sub(Duration::from_secs(2))
         .max(Duration::from_secs(1));
-    Timeouts {
+    StepTimeouts {
         start: inner.min(Duration::from_secs(30)),
         reload: inner.min(Duration::from_secs(30)),
         stop: inner.min(Duration::from_secs(10)),
@@ -341,7 +343,7 @@ impl LoadBalancerDriver for HaproxyDriver {
 /// it did.
 pub(crate) fn stop_managed(settings: &HaproxySettings) -> Result<String> {
     Ok(
-        match process::stop_by_state_dir(settings, Timeouts::default())? {
+        match process::stop_by_state_dir(settings, StepTimeouts::default())? {
             Some(pid) => format!("stopped HAProxy (master pid {pid})"),
             None => "HAProxy was not running".to_string(),
         },

@@ -432,12 +432,14 @@ impl Out {
 mod tests {
     use std::fs;
     use std::net::{Ipv4Addr, Ipv6Addr};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use proptest::prelude::*;
 
     use super::*;
+    use crate::drivers::haproxy::process::poll::poll_until;
+    use crate::drivers::haproxy::process::ProcessError;
+    use crate::drivers::haproxy::test_support::{check, free_port, TestHaproxy};
     use crate::drivers::{LoadBalancer, Monitor, Timeouts, UrlPath};
 
     fn node(id: &str, addr: &str, port: u16, weight: u16, backup: bool) -> Node {
@@ -476,7 +478,7 @@ mod tests {
     fn env_in(dir: &Path, log: LogTarget, service: bool) -> RenderEnv {
         RenderEnv {
             bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            stats_socket: dir.join("haproxy.sock"),
+            stats_socket: dir.join("stats.sock"),
             server_state_file: dir.join("server-state"),
             log,
             pid_file: service.then(|| dir.join("haproxy.pid")),
@@ -486,45 +488,22 @@ mod tests {
         }
     }
 
-    fn haproxy() -> &'static str {
-        if Path::new("/usr/sbin/haproxy").exists() {
-            "/usr/sbin/haproxy"
-        } else {
-            "haproxy"
-        }
-    }
-
-    /// Runs `haproxy -c` on `text` (written with a valid empty state file beside it) and
-    /// returns whether it passed and everything HAProxy printed.
-    fn haproxy_check(dir: &Path, text: &str) -> (bool, String) {
+    /// `haproxy -c` of `text` (written with a valid empty state file beside it), as the
+    /// driver runs it: HAProxy's warnings, or why it refused the configuration.
+    fn haproxy_check(dir: &Path, text: &str) -> Result<Vec<String>, ProcessError> {
         fs::write(dir.join("server-state"), EMPTY_SERVER_STATE).unwrap();
         let cfg = dir.join("haproxy.cfg");
         fs::write(&cfg, text).unwrap();
-        // Output goes to files so that a chatty HAProxy can never block on a full pipe.
-        let out_path = dir.join("check.out");
-        let out = fs::File::create(&out_path).unwrap();
-        let mut child = Command::new(haproxy())
-            .arg("-c")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("haproxy -c did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        (status.success(), fs::read_to_string(&out_path).unwrap())
+        check(&cfg)
+    }
+
+    /// `haproxy_check` that must pass; its warnings.
+    fn accepted(dir: &Path, text: &str) -> Vec<String> {
+        haproxy_check(dir, text).unwrap_or_else(|e| panic!("haproxy -c refused: {e}\n---\n{text}"))
+    }
+
+    fn has_warning(said: &[String]) -> bool {
+        said.iter().any(|line| line.starts_with("[WARNING]"))
     }
 
     /// Renders `lbs` and asserts that HAProxy accepts the result without a warning.
@@ -532,12 +511,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = Model::from_load_balancers(lbs).unwrap();
         let text = render(&model, &env_in(dir.path(), log, service)).unwrap();
-        let (ok, output) = haproxy_check(dir.path(), &text);
-        assert!(ok, "haproxy -c refused:\n{output}\n---\n{text}");
-        assert!(
-            !output.contains("[WARNING]") && !output.contains("[ALERT]"),
-            "{output}\n---\n{text}"
-        );
+        let said = accepted(dir.path(), &text);
+        assert!(said.is_empty(), "{said:?}\n---\n{text}");
         text
     }
 
@@ -872,8 +847,7 @@ backend tcp-servers
         let text = render(&model, &env_in(dir.path(), LogTarget::Stdout, false)).unwrap();
         assert!(text.contains("    timeout client 0ms\n"), "{text}");
         assert!(text.contains("    retries 256\n"), "{text}");
-        let (ok, output) = haproxy_check(dir.path(), &text);
-        assert!(ok, "{output}\n---\n{text}");
+        accepted(dir.path(), &text);
     }
 
     #[test]
@@ -892,8 +866,8 @@ backend tcp-servers
         assert!(text.contains("\n    hard-stop-after 7200s\n"), "{text}");
         assert!(!text.contains("mworker-max-reloads"), "{text}");
         assert!(text.contains("\n    maxconn 1234\n"), "{text}");
-        let (ok, output) = haproxy_check(dir.path(), &text);
-        assert!(ok && !output.contains("[WARNING]"), "{output}\n---\n{text}");
+        let said = accepted(dir.path(), &text);
+        assert!(!has_warning(&said), "{said:?}\n---\n{text}");
     }
 
     #[test]
@@ -926,8 +900,8 @@ backend tcp-servers
             "{text}"
         );
         assert!(text.contains("server id-long-name localhost:3 "), "{text}");
-        let (ok, output) = haproxy_check(dir.path(), &text);
-        assert!(ok && !output.contains("[WARNING]"), "{output}\n---\n{text}");
+        let said = accepted(dir.path(), &text);
+        assert!(!has_warning(&said), "{said:?}\n---\n{text}");
     }
 
     #[test]
@@ -941,9 +915,9 @@ backend tcp-servers
         )])
         .unwrap();
         let text = render(&model, &env_in(dir.path(), LogTarget::Stdout, false)).unwrap();
-        let (ok, output) = haproxy_check(dir.path(), &text);
-        assert!(!ok, "{output}");
-        assert!(output.contains("no-such-host.invalid"), "{output}");
+        let err = haproxy_check(dir.path(), &text).unwrap_err();
+        assert!(matches!(err, ProcessError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
     }
 
     // ---- carrying server state across a restart
@@ -994,59 +968,6 @@ backend tcp-servers
         );
     }
 
-    /// A HAProxy started by a test, killed when the test ends, however it ends.
-    struct Running(std::process::Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn start(dir: &Path, text: &str) -> Running {
-        use std::os::unix::net::UnixStream;
-        let cfg = dir.join("haproxy.cfg");
-        fs::write(&cfg, text).unwrap();
-        let socket = dir.join("haproxy.sock");
-        let _ = fs::remove_file(&socket);
-        let out_path = dir.join("run.out");
-        let out = fs::File::create(&out_path).unwrap();
-        let child = Command::new(haproxy())
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut running = Running(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            let exited = running.0.try_wait().unwrap();
-            if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "haproxy did not come up: {}",
-                    fs::read_to_string(&out_path).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        running
-    }
-
-    fn stats_command(dir: &Path, command: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(dir.join("haproxy.sock")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("{command}\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
     /// Sends `hello` through the frontend and tells which listener it reached. Health
     /// checks also connect, but they send nothing and are skipped.
     fn hello_reaches(frontend: u16, listeners: &[&std::net::TcpListener]) -> Option<usize> {
@@ -1056,37 +977,29 @@ backend tcp-servers
         for l in listeners {
             l.set_nonblocking(true).unwrap();
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            for (i, l) in listeners.iter().enumerate() {
-                match l.accept() {
+        poll_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            listeners
+                .iter()
+                .enumerate()
+                .find_map(|(i, l)| match l.accept() {
                     Ok((mut conn, _)) => {
                         conn.set_nonblocking(false).unwrap();
                         conn.set_read_timeout(Some(Duration::from_millis(500)))
                             .unwrap();
                         let mut buf = [0u8; 5];
-                        if conn.read_exact(&mut buf).is_ok() && &buf == b"hello" {
-                            return Some(i);
-                        }
+                        (conn.read_exact(&mut buf).is_ok() && &buf == b"hello").then_some(i)
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => None,
                     Err(e) => panic!("accept: {e}"),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+                })
+        })
     }
 
     #[test]
     fn a_moved_node_gets_its_new_port_after_a_restart_with_carried_state() {
         let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let new = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let frontend = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let frontend = free_port();
         let model_at = |port: u16| {
             let tcp = lb(
                 Protocol::Tcp,
@@ -1099,15 +1012,16 @@ backend tcp-servers
             model_at(old.local_addr().unwrap().port()),
             model_at(new.local_addr().unwrap().port()),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let mut env = env_in(dir.path(), LogTarget::Stdout, false);
+        let mut h = TestHaproxy::empty();
+        let mut env = env_in(h.dir.path(), LogTarget::Stdout, false);
         env.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let state = dir.path().join("server-state");
+        let state = h.path("server-state");
 
         fs::write(&state, EMPTY_SERVER_STATE).unwrap();
-        let running = start(dir.path(), &render(&live, &env).unwrap());
-        let dump = stats_command(dir.path(), "show servers state");
-        drop(running);
+        h.write_config_text(&render(&live, &env).unwrap());
+        h.start();
+        let dump = h.stats().show_servers_state().unwrap();
+        h.stop();
         assert!(
             dump.starts_with("1\n") && dump.contains(" tcp-servers 1 id-1 127.0.0.1 "),
             "{dump}"
@@ -1115,16 +1029,18 @@ backend tcp-servers
 
         // Why the state is filtered: HAProxy 2.6 restores the saved port over the new one.
         fs::write(&state, &dump).unwrap();
-        let running = start(dir.path(), &render(&next, &env).unwrap());
+        h.write_config_text(&render(&next, &env).unwrap());
+        h.start();
         assert_eq!(
             hello_reaches(frontend, &[&old, &new]),
             Some(0),
             "HAProxy no longer restores saved ports"
         );
-        drop(running);
+        h.stop();
 
         fs::write(&state, carry_server_state(&dump, &live, &next)).unwrap();
-        let _running = start(dir.path(), &render(&next, &env).unwrap());
+        h.write_config_text(&render(&next, &env).unwrap());
+        h.start();
         assert_eq!(hello_reaches(frontend, &[&old, &new]), Some(1));
     }
 
@@ -1295,9 +1211,10 @@ backend tcp-servers
             prop_assert_eq!(text.matches("\nfrontend ").count(), lbs.len());
             prop_assert_eq!(text.matches("\nbackend ").count(), lbs.len());
 
-            let (ok, output) = haproxy_check(dir.path(), &text);
-            prop_assert!(ok, "haproxy -c refused:\n{}\n---\n{}", output, text);
-            prop_assert!(!output.contains("[WARNING]"), "{}\n---\n{}", output, text);
+            let said = haproxy_check(dir.path(), &text);
+            prop_assert!(said.is_ok(), "haproxy -c refused: {:?}\n---\n{}", said, text);
+            let said = said.unwrap_or_default();
+            prop_assert!(!has_warning(&said), "{:?}\n---\n{}", said, text);
         }
     }
 }

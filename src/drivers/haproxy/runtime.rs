@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use super::model::{LbConfig, Model};
 use super::render;
-use super::stats_socket::{self, StatsSocket};
+use super::runtime_api::{self, StatsSocket};
 use crate::drivers::{Address, Node, NodeId, Protocol};
 
 /// Why a change needs the full validate-and-reload path.
@@ -26,7 +26,7 @@ pub enum NeedsReload {
 /// to a reload, which makes HAProxy match the file again.
 #[derive(Debug, thiserror::Error)]
 #[error("runtime API: {0}")]
-pub struct RuntimeError(#[from] stats_socket::StatsError);
+pub struct RuntimeError(#[from] runtime_api::StatsError);
 
 /// A server removed at run time while it still had connections: in maintenance, out of
 /// rotation, deleted by housekeeping once idle — or brought back if its node returns.
@@ -257,23 +257,11 @@ fn add(socket: &StatsSocket, lb: &LbConfig, node: &Node) -> Result<(), RuntimeEr
     let words: Vec<&str> = options.iter().map(String::as_str).collect();
     socket.add_server(&backend, &server, ip, node.port, &words)?;
     if lb.protocol == Protocol::Http {
-        runtime_command(socket, &format!("enable dynamic-cookie backend {backend}"))?;
+        socket.enable_dynamic_cookie(&backend)?;
     }
     socket.enable_health(&backend, &server)?;
     socket.enable_server(&backend, &server)?;
     Ok(())
-}
-
-fn runtime_command(socket: &StatsSocket, cmd: &str) -> Result<(), RuntimeError> {
-    let answer = socket.command(&format!("set severity-output number; {cmd}"))?;
-    stats_socket::parse_runtime_answer(&answer)
-        .map(|_| ())
-        .map_err(|answer| {
-            RuntimeError(stats_socket::StatsError::Refused {
-                command: cmd.to_string(),
-                answer,
-            })
-        })
 }
 
 /// Deletes parked servers that have no connection left; returns those still parked.

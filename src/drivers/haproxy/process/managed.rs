@@ -1,0 +1,864 @@
+//! HAProxy run by the worker itself (`Managed`): master-worker mode, its files under the
+//! state dir (`ManagedPaths`), in a session of its own so that it outlives the worker;
+//! started, adopted, reloaded and stopped through its pid file, its master CLI and signals.
+//! When a start or reload fails, HAProxy's own alerts are read back from its log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgid, Pid};
+
+use super::super::alerts::messages;
+use super::super::runtime_api::StatsSocket;
+use super::poll::{poll_until, POLL_INTERVAL};
+use super::procfs::{alive, cmdline_has, read_pid_file};
+use super::show_proc::{show_proc, ProcList, ShowProcError, WorkerProc};
+use super::{Process, ProcessError, StepTimeouts};
+use crate::config::{resolve_program, HaproxySettings};
+
+/// How long a reload may look done but without a new worker before it counts as failed.
+const NEW_WORKER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a SIGKILLed HAProxy may take to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Where util-linux's `setsid` may be.
+const SETSID_PROGRAMS: [&str; 2] = ["/usr/bin/setsid", "/bin/setsid"];
+
+/// Name of the master CLI socket inside the state dir.
+pub const MASTER_SOCKET_NAME: &str = crate::config::state_files::MASTER_SOCKET;
+
+/// Most of the log read back to find HAProxy's alerts after a failed start or reload.
+const MAX_LOG_READ: u64 = 1024 * 1024;
+
+/// Where a managed HAProxy keeps its files.
+#[derive(Debug, Clone)]
+pub struct ManagedPaths {
+    pub binary: PathBuf,
+    pub config_file: PathBuf,
+    pub pid_file: PathBuf,
+    pub master_socket: PathBuf,
+    /// HAProxy's stdout and stderr: traffic logs (`log stdout`) and its own alerts.
+    pub log_file: PathBuf,
+    /// The configuration's `stats socket`: after a (re)load, the new worker must answer on
+    /// it before the (re)load counts as done, so the rendered configuration must declare
+    /// exactly this path. `None` skips that check.
+    pub stats_socket: Option<PathBuf>,
+}
+
+impl ManagedPaths {
+    pub fn from_settings(settings: &HaproxySettings) -> Self {
+        ManagedPaths {
+            binary: settings.binary.clone(),
+            config_file: settings.config_file.clone(),
+            pid_file: settings.pid_file.clone(),
+            master_socket: settings.state_dir.join(MASTER_SOCKET_NAME),
+            log_file: settings.logfile.clone(),
+            stats_socket: Some(settings.stats_socket.clone()),
+        }
+    }
+}
+
+/// HAProxy run by the worker itself, in master-worker mode, in a session of its own so
+/// that it outlives the worker: stopping, crashing or upgrading the worker never stops
+/// traffic, and the next worker process adopts it through the pid file and master socket.
+///
+/// HAProxy 2.6.12 behaviours this relies on (all checked against the real binary):
+/// - `haproxy -W -db -f <cfg> -p <pidfile> -S <sock>,mode,600` stays in the foreground as the
+///   master; the pid file holds the master's pid; it forks one worker per (re)load.
+/// - The master CLI (`-S`) answers one command per connection only once the client shuts its
+///   write side. `show proc` lists the master (`<pid> master <reloads> [failed: <n>] ...`),
+///   then `# workers`, `# old workers` (still draining connections) and `# programs`.
+/// - Master CLI `reload` re-executes the master (same pid): the connection just closes, and
+///   the master socket refuses connections (~50 ms here) until the re-executed master runs.
+/// - A successful reload shows a new pid under `# workers` and `[failed: 0]`; the old worker
+///   moves to `# old workers` until its connections end. `failed` counts consecutive failed
+///   reloads and goes back to 0 on the next success.
+/// - After every load, good or bad, the master re-executes itself once more into "wait mode"
+///   (`HAPROXY_MWORKER_WAIT_ONLY=1`, no configuration in memory): that is its steady state.
+/// - A failed reload (a port taken by another process: `haproxy -c` cannot see that) logs
+///   `[ALERT] (<master pid>) : Binding [...]: cannot bind socket (Address already in use)`
+///   and `Loading failure!`, increments `failed`, and the master goes back to wait mode
+///   supervising the old worker, which keeps serving (its listeners are paused and resumed).
+///   Nothing is pending: the next `reload` reads the configuration file again, so restore
+///   the previous file (reloading it then succeeds) or the same failure repeats.
+///   Such a reload takes ~2 s (the new master keeps retrying to bind) and meanwhile the old
+///   worker's listeners are paused: new connections are REFUSED for those ~2 s (established
+///   ones go on). Hence `check_bindable` before reloading.
+/// - A successful reload refuses nothing (listening sockets pass over `-x sockpair@`).
+/// - A new worker failing its own start-up after a good load (e.g. `chroot` to a missing
+///   dir: `haproxy -c` passes) makes the master SIGTERM every process and exit
+///   (`exit-on-failure`, the default): everything is down, old worker included.
+/// - SIGTERM to the master is a hard stop: it kills the workers, logs `All workers exited.
+///   Exiting...` and exits. It leaves its pid file and socket files behind. Workers exit by
+///   themselves when the master dies (even by SIGKILL).
+#[derive(Debug)]
+pub struct Managed {
+    paths: ManagedPaths,
+    timeouts: StepTimeouts,
+    /// The master, when this process spawned it: kept to reap it (no zombie).
+    child: Option<Child>,
+}
+
+impl Managed {
+    pub fn new(paths: ManagedPaths) -> Self {
+        Managed {
+            paths,
+            timeouts: StepTimeouts::default(),
+            child: None,
+        }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: StepTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    pub fn paths(&self) -> &ManagedPaths {
+        &self.paths
+    }
+
+    fn master_cli(&self) -> StatsSocket {
+        StatsSocket::new(&self.paths.master_socket, self.timeouts.cli)
+    }
+
+    /// The master CLI's `show proc`.
+    pub fn show_proc(&self) -> Result<ProcList, ShowProcError> {
+        show_proc(&self.master_cli())
+    }
+
+    /// Pid of the running master of this state dir (ours or adopted), if any.
+    pub(crate) fn master_pid(&mut self) -> Option<u32> {
+        self.reap();
+        let Some(pid) = read_pid_file(&self.paths.pid_file) else {
+            // Pid file lost: the master socket of this state dir still names its master.
+            return self
+                .show_proc()
+                .ok()
+                .map(|p| p.master.pid)
+                .filter(|&pid| alive(pid));
+        };
+        if !alive(pid) {
+            return None;
+        }
+        // A pid file can outlive its process and the pid be reused: only a process started
+        // with this pid file, or answering on our master socket as that pid, is ours.
+        let ours = cmdline_has(pid, &self.paths.pid_file)
+            || self.show_proc().is_ok_and(|p| p.master.pid == pid);
+        ours.then_some(pid)
+    }
+
+    /// Reaps our child if it exited, so it never lingers as a zombie.
+    fn reap(&mut self) {
+        if let Some(child) = &mut self.child {
+            if !matches!(child.try_wait(), Ok(None)) {
+                self.child = None;
+            }
+        }
+    }
+
+    fn has_exited(&mut self, pid: u32) -> Option<ExitStatus> {
+        match &mut self.child {
+            Some(child) if child.id() == pid => match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => {
+                    self.child = None;
+                    Some(status)
+                }
+                Err(_) => {
+                    self.child = None;
+                    Some(ExitStatus::default())
+                }
+            },
+            _ => (!alive(pid)).then(ExitStatus::default),
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(u32, u64), ProcessError> {
+        let p = &self.paths;
+        // Resolved and checked here: through setsid(1) a missing binary would only show as
+        // an exit.
+        let binary = resolve_program(&p.binary);
+        if !binary.is_file() {
+            return Err(ProcessError::Spawn {
+                binary: p.binary.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such program"),
+            });
+        }
+        for path in [&p.master_socket, &p.pid_file, &p.config_file] {
+            if path
+                .to_string_lossy()
+                .contains(|c: char| c == ',' || c.is_whitespace())
+            {
+                return Err(ProcessError::UnusablePath(path.clone()));
+            }
+        }
+        let log_err = |source| ProcessError::OpenLog {
+            path: p.log_file.clone(),
+            source,
+        };
+        if let Some(dir) = p.log_file.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(log_err)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&p.log_file)
+            .map_err(log_err)?;
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let stderr = log.try_clone().map_err(log_err)?;
+        let mut cli = p.master_socket.clone().into_os_string();
+        cli.push(",mode,600");
+        // HAProxy gets a session (and process group) of its own: a Ctrl-C or a service
+        // manager's SIGTERM to the worker's group does not reach it, and its group is
+        // orphaned, so the kernel drops job-control stops. That matters: a new worker that
+        // fails its start-up sends SIGTTIN to the old worker (resume your listeners), and an
+        // old worker already tearing down (default handlers) would otherwise stop for good,
+        // the master waiting on it forever (seen with 2.6.12). setsid(1) execs in place when
+        // not a group leader, so the pid we hold is the master's; setsid(2) itself would
+        // need `unsafe` pre_exec.
+        let mut cmd = match setsid_program() {
+            Some(setsid) => {
+                let mut cmd = Command::new(setsid);
+                cmd.arg(&binary);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&binary);
+                cmd.process_group(0);
+                cmd
+            }
+        };
+        let child = cmd
+            .arg("-W")
+            .arg("-db")
+            .arg("-f")
+            .arg(&p.config_file)
+            .arg("-p")
+            .arg(&p.pid_file)
+            .arg("-S")
+            .arg(cli)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ProcessError::Spawn {
+                binary: p.binary.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        self.child = Some(child);
+        Ok((pid, offset))
+    }
+
+    /// Waits until the master `pid` answers with a worker running.
+    fn wait_ready(&mut self, pid: u32, offset: u64) -> Result<(), ProcessError> {
+        let outcome = poll_until(self.timeouts.start, POLL_INTERVAL, || {
+            if let Some(status) = self.has_exited(pid) {
+                return Some(Err(ProcessError::StartExited {
+                    status,
+                    alerts: self.alerts_since(offset, None),
+                }));
+            }
+            let ready = self.show_proc().is_ok_and(|p| {
+                p.master.pid == pid && p.workers.iter().any(|w| self.worker_answers(w.pid))
+            });
+            ready.then_some(Ok(()))
+        });
+        outcome.unwrap_or_else(|| {
+            let alerts = self.alerts_since(offset, None);
+            self.kill_group(pid);
+            Err(ProcessError::StartTimeout {
+                timeout: self.timeouts.start,
+                alerts,
+            })
+        })
+    }
+
+    /// True when the stats socket answers from worker `pid`: it got past its own start-up
+    /// (chroot, privileges) and serves. Without a known stats socket, assumed.
+    fn worker_answers(&self, pid: u32) -> bool {
+        let Some(path) = &self.paths.stats_socket else {
+            return true;
+        };
+        StatsSocket::new(path, self.timeouts.cli)
+            .show_info()
+            .is_ok_and(|info| info.get("Pid").is_some_and(|p| *p == pid.to_string()))
+    }
+
+    /// Waits until an already running master (`pid`, left by an earlier worker process)
+    /// answers with a worker. False if it exited meanwhile (then a new one is started).
+    fn wait_adopted(&mut self, pid: u32) -> Result<bool, ProcessError> {
+        let mut workerless_since: Option<Instant> = None;
+        let mut last_error = ShowProcError::NoWorker;
+        let outcome = poll_until(self.timeouts.start, POLL_INTERVAL, || {
+            if self.has_exited(pid).is_some() {
+                return Some(Ok(false));
+            }
+            match self.show_proc() {
+                Ok(p) if p.master.pid == pid && !p.workers.is_empty() => return Some(Ok(true)),
+                Ok(_) => {
+                    // A master answering without a current worker serves nothing new: it is
+                    // going down (`exit-on-failure`), possibly waiting forever on a stopped
+                    // old worker (see `spawn`). Replace it.
+                    let since = *workerless_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= NEW_WORKER_GRACE {
+                        self.kill_group(pid);
+                        if self.has_exited(pid).is_none() {
+                            return Some(Err(ProcessError::StopTimeout {
+                                pid,
+                                timeout: KILL_WAIT,
+                            }));
+                        }
+                        return Some(Ok(false));
+                    }
+                    last_error = ShowProcError::NoWorker;
+                }
+                Err(e) => last_error = e,
+            }
+            None
+        });
+        outcome.unwrap_or(Err(ProcessError::Unresponsive {
+            pid,
+            source: last_error,
+        }))
+    }
+
+    /// SIGKILL to the master's process group (its workers with it), then reap.
+    fn kill_group(&mut self, pid: u32) {
+        let pid_t = Pid::from_raw(pid as i32);
+        // Only a master in its own group is killed by group: never the worker's own group.
+        if getpgid(Some(pid_t)) == Ok(pid_t) {
+            let _ = killpg(pid_t, Signal::SIGKILL);
+        } else {
+            let _ = kill(pid_t, Signal::SIGKILL);
+        }
+        // Whether it went is for the caller to ask (`has_exited`).
+        let _ = poll_until(KILL_WAIT, POLL_INTERVAL, || self.has_exited(pid));
+    }
+
+    /// HAProxy's alerts in the log since `offset`: the `[ALERT]` lines of `pid` (the
+    /// master; all pids if `None`), else any `[ALERT]`, else the master's `[WARNING]`s,
+    /// else the last lines written.
+    fn alerts_since(&self, offset: u64, pid: Option<u32>) -> String {
+        let text = read_log_from(&self.paths.log_file, offset);
+        let mut lines = messages(&text, pid, &["[ALERT]"]);
+        if lines.is_empty() {
+            lines = messages(&text, None, &["[ALERT]"]);
+        }
+        if lines.is_empty() {
+            lines = messages(&text, pid, &["[WARNING]"]);
+        }
+        if lines.is_empty() {
+            let all: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            lines = all[all.len().saturating_sub(5)..]
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+        }
+        if lines.is_empty() {
+            format!("nothing in {}", self.paths.log_file.display())
+        } else {
+            lines.join("; ")
+        }
+    }
+
+    /// Stops the master of this state dir; returns its pid, or `None` if none was running.
+    pub fn stop_master(&mut self) -> Result<Option<u32>, ProcessError> {
+        let stopped = match self.master_pid() {
+            None => None,
+            Some(pid) => {
+                match kill(Pid::from_raw(pid as i32), Signal::SIGTERM) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(source) => return Err(ProcessError::Signal { pid, source }),
+                }
+                if poll_until(self.timeouts.stop, POLL_INTERVAL, || self.has_exited(pid)).is_none()
+                {
+                    self.kill_group(pid);
+                    if self.has_exited(pid).is_none() {
+                        return Err(ProcessError::StopTimeout {
+                            pid,
+                            timeout: self.timeouts.stop,
+                        });
+                    }
+                }
+                Some(pid)
+            }
+        };
+        self.reap();
+        // HAProxy leaves both behind; a stale pid file must not name a reused pid later.
+        for path in [&self.paths.pid_file, &self.paths.master_socket] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ProcessError::Cleanup {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(stopped)
+    }
+}
+
+impl Process for Managed {
+    fn is_running(&mut self) -> bool {
+        self.master_pid().is_some() && self.show_proc().is_ok_and(|p| !p.workers.is_empty())
+    }
+
+    fn start(&mut self) -> Result<(), ProcessError> {
+        if let Some(pid) = self.master_pid() {
+            if self.wait_adopted(pid)? {
+                return Ok(());
+            }
+        }
+        let (pid, offset) = self.spawn()?;
+        self.wait_ready(pid, offset)
+    }
+
+    fn reload(&mut self) -> Result<(), ProcessError> {
+        let pid = self.master_pid().ok_or(ProcessError::NotRunning)?;
+        let before = self.show_proc().map_err(ProcessError::MasterCli)?;
+        let offset = log_len(&self.paths.log_file);
+        if self.master_cli().send_only("reload").is_err() {
+            kill(Pid::from_raw(pid as i32), Signal::SIGUSR2)
+                .map_err(|source| ProcessError::Signal { pid, source })?;
+        }
+        let mut reloaded_without_worker: Option<Instant> = None;
+        let is_new = |w: &&WorkerProc| !before.workers.iter().any(|b| b.pid == w.pid);
+        let outcome = poll_until(self.timeouts.reload, POLL_INTERVAL, || {
+            // A worker failing its own start-up (chroot, setuid) makes the master kill
+            // everything and exit (`exit-on-failure`).
+            if self.has_exited(pid).is_some() {
+                return Some(Err(ProcessError::ExitedDuringReload {
+                    alerts: self.alerts_since(offset, None),
+                }));
+            }
+            // Until the re-executed master runs, its socket refuses connections.
+            let now = self.show_proc().ok()?;
+            if now.master.reloads <= before.master.reloads {
+                return None;
+            }
+            match now.workers.iter().find(is_new) {
+                Some(worker) if self.worker_answers(worker.pid) => Some(Ok(())),
+                Some(_) => None,
+                None => {
+                    // The master lists its new worker from its first answer on, so a reload
+                    // counted as good without one means it died at once.
+                    let since = *reloaded_without_worker.get_or_insert_with(Instant::now);
+                    let refused = now.master.failed_reloads > 0;
+                    // A refused load is explained by the master's lines, a dead new worker
+                    // by its own.
+                    (refused || since.elapsed() >= NEW_WORKER_GRACE).then(|| {
+                        Err(ProcessError::ReloadFailed {
+                            alerts: self.alerts_since(offset, refused.then_some(pid)),
+                            serving: !now.workers.is_empty(),
+                        })
+                    })
+                }
+            }
+        });
+        outcome.unwrap_or_else(|| {
+            Err(ProcessError::ReloadTimeout {
+                timeout: self.timeouts.reload,
+                alerts: self.alerts_since(offset, None),
+            })
+        })
+    }
+
+    fn stop(&mut self) -> Result<(), ProcessError> {
+        self.stop_master().map(|_| ())
+    }
+}
+
+/// Stops the managed HAProxy recorded in the state dir of `settings`, whoever started it
+/// (for `libra-worker haproxy stop`). Returns the master's pid, or `None` if none ran.
+pub fn stop_by_state_dir(
+    settings: &HaproxySettings,
+    timeouts: StepTimeouts,
+) -> Result<Option<u32>, ProcessError> {
+    Managed::new(ManagedPaths::from_settings(settings))
+        .with_timeouts(timeouts)
+        .stop_master()
+}
+
+/// util-linux `setsid` (Essential on Debian), if installed.
+fn setsid_program() -> Option<&'static Path> {
+    SETSID_PROGRAMS.iter().map(Path::new).find(|p| p.is_file())
+}
+
+fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The log from `offset` (from the start if it was truncated since), at most `MAX_LOG_READ`.
+fn read_log_from(path: &Path, offset: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = if offset > len {
+        0
+    } else {
+        offset.max(len.saturating_sub(MAX_LOG_READ))
+    };
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err()
+        || file.take(MAX_LOG_READ).read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HaproxyMode;
+    use crate::drivers::haproxy::process::validate;
+    use crate::drivers::haproxy::test_support::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn start_serve_stop() {
+        let mut h = TestHaproxy::started();
+        assert!(h.managed.is_running());
+        let pid = h.managed.master_pid().unwrap();
+        assert_eq!(read_pid_file(&h.path("haproxy.pid")), Some(pid));
+        // Its own process group: signals to the worker's group do not reach it.
+        let group = getpgid(Some(Pid::from_raw(pid as i32))).unwrap();
+        assert_eq!(group.as_raw() as u32, pid);
+        assert_ne!(group, getpgid(None).unwrap());
+        let session = nix::unistd::getsid(Some(Pid::from_raw(pid as i32))).unwrap();
+        assert_eq!(session.as_raw() as u32, pid);
+        let mode = std::fs::metadata(h.path("haproxy.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut conn = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        assert_eq!(echo(&mut conn, "hello"), "hello");
+        drop(conn);
+        // `log stdout format raw` traffic logs land in the log file.
+        let log = || std::fs::read_to_string(h.path("haproxy.log")).unwrap();
+        let logged = poll_until(Duration::from_secs(10), POLL_INTERVAL, || {
+            log().contains("x-in x-servers/id-1").then_some(())
+        });
+        assert!(logged.is_some(), "no traffic log line in {}", log());
+        // Starting again adopts, it does not start a second HAProxy.
+        h.managed.start().unwrap();
+        assert_eq!(h.managed.master_pid(), Some(pid));
+
+        assert_eq!(h.managed.stop_master().unwrap(), Some(pid));
+        assert!(!h.managed.is_running());
+        assert!(!h.path("haproxy.pid").exists());
+        assert!(
+            TcpStream::connect(("127.0.0.1", h.port)).is_err(),
+            "port still accepts after stop"
+        );
+        assert!(!alive(pid));
+        // Idempotent.
+        assert_eq!(h.managed.stop_master().unwrap(), None);
+        h.managed.stop().unwrap();
+        // And it starts again in the same state dir (stale socket files are no problem).
+        h.start();
+        assert!(serves(h.port));
+    }
+
+    #[test]
+    fn start_failure_reports_haproxy_alerts() {
+        let mut h = TestHaproxy::new();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        h.write_config(&[taken_port]);
+        let err = h.managed.start().unwrap_err();
+        h.track();
+        let text = err.to_string();
+        assert!(matches!(err, ProcessError::StartExited { .. }), "{err:?}");
+        assert!(
+            text.contains("cannot bind socket (Address already in use)"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("127.0.0.1:{taken_port}")), "{text}");
+        assert!(!h.managed.is_running());
+        assert!(h.managed.child.is_none(), "exited child not reaped");
+    }
+
+    #[test]
+    fn missing_binary_is_a_spawn_error() {
+        let h = TestHaproxy::new();
+        let mut p = paths(h.dir.path());
+        p.binary = PathBuf::from("/nonexistent/haproxy");
+        let err = Managed::new(p.clone()).start().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot start /nonexistent/haproxy: no such program"
+        );
+        p.binary = PathBuf::from("no-such-haproxy-in-path");
+        assert!(matches!(
+            Managed::new(p).start(),
+            Err(ProcessError::Spawn { .. })
+        ));
+    }
+
+    #[test]
+    fn reload_keeps_established_connections() {
+        let mut h = TestHaproxy::started();
+        let mut conn = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        assert_eq!(echo(&mut conn, "before"), "before");
+        let before = h.managed.show_proc().unwrap();
+        let second = free_port();
+        h.write_config(&[h.port, second]);
+        h.managed.reload().unwrap();
+        let after = h.managed.show_proc().unwrap();
+        assert_eq!(after.master.pid, before.master.pid);
+        assert_eq!(after.master.reloads, before.master.reloads + 1);
+        assert_ne!(after.workers[0].pid, before.workers[0].pid);
+        // The old worker drains the open connection, which keeps working.
+        assert!(
+            after
+                .old_workers
+                .iter()
+                .any(|w| w.pid == before.workers[0].pid),
+            "{after:?}"
+        );
+        assert_eq!(echo(&mut conn, "after reload"), "after reload");
+        assert!(h
+            .master_env(after.master.pid)
+            .contains("HAPROXY_MWORKER_WAIT_ONLY=1"));
+        assert!(serves(h.port));
+        assert!(serves(second));
+        drop(conn);
+        let drained = poll_until(Duration::from_secs(10), POLL_INTERVAL, || {
+            h.managed
+                .show_proc()
+                .unwrap()
+                .old_workers
+                .is_empty()
+                .then_some(())
+        });
+        assert!(
+            drained.is_some(),
+            "old worker did not exit after its connection closed"
+        );
+    }
+
+    #[test]
+    fn failed_reload_reports_cannot_bind_and_old_worker_keeps_serving() {
+        let mut h = TestHaproxy::started();
+        let good = std::fs::read_to_string(h.path("haproxy.cfg")).unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut conn = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        let before = h.managed.show_proc().unwrap();
+        h.write_config(&[h.port, taken_port]);
+        // `haproxy -c` does not see a port taken by another process.
+        validate(&haproxy(), &h.path("haproxy.cfg")).unwrap();
+
+        let err = h.managed.reload().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ProcessError::ReloadFailed { serving: true, .. }),
+            "{err:?}"
+        );
+        assert!(
+            text.starts_with(
+                "HAProxy reload failed (the previous configuration serves on): Binding ["
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("cannot bind socket (Address already in use)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("[127.0.0.1:{taken_port}]")),
+            "{text}"
+        );
+        // Only the master's alerts: not the old worker's messages.
+        assert!(
+            !text.contains("Paused") && !text.contains("Resumed"),
+            "{text}"
+        );
+
+        // The old worker still serves, old and new connections alike.
+        assert_eq!(echo(&mut conn, "still here"), "still here");
+        assert!(serves(h.port));
+        let failed = h.managed.show_proc().unwrap();
+        assert_eq!(failed.master.pid, before.master.pid);
+        assert_eq!(failed.master.failed_reloads, 1);
+        assert_eq!(
+            failed.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+            before.workers.iter().map(|w| w.pid).collect::<Vec<_>>()
+        );
+        assert!(h.managed.is_running());
+        // The master is in wait mode, as after every load.
+        assert!(h
+            .master_env(failed.master.pid)
+            .contains("HAPROXY_MWORKER_WAIT_ONLY=1"));
+
+        // Reloading the same file fails again: wait mode re-reads the file.
+        let err = h.managed.reload().unwrap_err();
+        assert!(err.to_string().contains("cannot bind socket"), "{err}");
+        assert_eq!(h.managed.show_proc().unwrap().master.failed_reloads, 2);
+
+        // Restoring the previous file and reloading works and leaves wait mode.
+        std::fs::write(h.path("haproxy.cfg"), good).unwrap();
+        h.managed.reload().unwrap();
+        let restored = h.managed.show_proc().unwrap();
+        assert_eq!(restored.master.failed_reloads, 0);
+        assert_ne!(restored.workers[0].pid, before.workers[0].pid);
+        assert_eq!(echo(&mut conn, "after restore"), "after restore");
+        assert!(serves(h.port));
+        drop(taken);
+    }
+
+    #[test]
+    fn reloads_under_traffic_refuse_nothing() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        let mut h = TestHaproxy::started();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), h.port);
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let counter = if serves(port) { &ok } else { &failed };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            h.managed.reload().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    }
+
+    #[test]
+    fn haproxy_outlives_the_worker_and_is_adopted() {
+        let mut h = TestHaproxy::started();
+        let pid = h.managed.master_pid().unwrap();
+        // The worker goes away (crash, upgrade) without stopping HAProxy.
+        let crashed = std::mem::replace(
+            &mut h.managed,
+            Managed::new(paths(h.dir.path())).with_timeouts(fast_timeouts()),
+        );
+        drop(crashed);
+        assert!(serves(h.port));
+        // A new worker process finds it through the state dir and uses it.
+        assert!(h.managed.is_running());
+        h.managed.start().unwrap();
+        assert_eq!(h.managed.master_pid(), Some(pid));
+        assert_eq!(h.managed.show_proc().unwrap().master.pid, pid);
+        h.managed.reload().unwrap();
+        assert!(serves(h.port));
+
+        // `libra-worker haproxy stop` stops it, whoever started it.
+        let settings = HaproxySettings {
+            mode: HaproxyMode::Managed,
+            binary: haproxy(),
+            state_dir: h.dir.path().to_path_buf(),
+            bind_address: "127.0.0.1".into(),
+            config_file: h.path("haproxy.cfg"),
+            logfile: h.path("haproxy.log"),
+            statsfile: h.path("metrics.json"),
+            stats_socket: h.path("stats.sock"),
+            pid_file: h.path("haproxy.pid"),
+            start_cmd: vec![],
+            stop_cmd: vec![],
+            reload_cmd: vec![],
+            runtime_api: true,
+            sudo: vec![],
+            sudo_setting: None,
+            reference_statsfile: None,
+            maxconn: 50_000,
+            hard_stop_after: None,
+            max_old_workers: 10,
+        };
+        assert_eq!(
+            stop_by_state_dir(&settings, fast_timeouts()).unwrap(),
+            Some(pid)
+        );
+        assert!(!h.managed.is_running());
+        assert!(TcpStream::connect(("127.0.0.1", h.port)).is_err());
+        assert_eq!(stop_by_state_dir(&settings, fast_timeouts()).unwrap(), None);
+    }
+
+    #[test]
+    fn worker_start_failure_during_reload_stops_haproxy() {
+        let mut h = TestHaproxy::started();
+        let good = std::fs::read_to_string(h.path("haproxy.cfg")).unwrap();
+        // Valid for `haproxy -c`; only the new worker finds out, after the fork.
+        let bad = good.replacen("global\n", "global\n    chroot /nonexistent-dir\n", 1);
+        std::fs::write(h.path("haproxy.cfg"), &bad).unwrap();
+        validate(&haproxy(), &h.path("haproxy.cfg")).unwrap();
+        let err = h.managed.reload().unwrap_err();
+        let text = err.to_string();
+        // The master kills everything (`exit-on-failure`) and exits.
+        assert!(
+            matches!(err, ProcessError::ExitedDuringReload { .. }),
+            "{err:?}"
+        );
+        assert!(text.contains("Cannot chroot(/nonexistent-dir)"), "{text}");
+        assert!(text.contains("exit-on-failure"), "{text}");
+        // HAProxy is down: restore the previous file and start again.
+        assert!(!h.managed.is_running());
+        assert!(TcpStream::connect(("127.0.0.1", h.port)).is_err());
+        std::fs::write(h.path("haproxy.cfg"), good).unwrap();
+        h.start();
+        assert!(serves(h.port));
+    }
+
+    #[test]
+    fn lost_pid_file_master_found_through_its_socket() {
+        let mut h = TestHaproxy::started();
+        let pid = h.managed.master_pid().unwrap();
+        std::fs::remove_file(h.path("haproxy.pid")).unwrap();
+        let mut other = Managed::new(paths(h.dir.path())).with_timeouts(fast_timeouts());
+        assert_eq!(other.master_pid(), Some(pid));
+        assert!(other.is_running());
+        assert_eq!(other.stop_master().unwrap(), Some(pid));
+        assert!(!h.managed.is_running());
+    }
+
+    #[test]
+    fn stale_pid_file_is_not_trusted() {
+        let mut h = TestHaproxy::new();
+        // Our own pid: alive, but not a HAProxy of this state dir.
+        std::fs::write(h.path("haproxy.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(h.managed.master_pid(), None);
+        assert!(!h.managed.is_running());
+        assert!(matches!(h.managed.reload(), Err(ProcessError::NotRunning)));
+        assert_eq!(h.managed.stop_master().unwrap(), None);
+        assert!(!h.path("haproxy.pid").exists());
+        h.start();
+        assert!(serves(h.port));
+    }
+}

@@ -1,0 +1,281 @@
+//! The Unix-socket client of HAProxy's runtime API, for the stats socket and the master CLI
+//! alike: one command per connection, the answer read to EOF and bounded in size, every
+//! step (connect, send, the whole read) bounded by one timeout. Hand-written: the protocol
+//! is a line of text each way, and no crate speaks it (people use socat, which we do not
+//! want to depend on).
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::super::command::Secs;
+use super::quote;
+use super::stat_csv::AnswerError;
+
+/// Largest answer accepted (`show stat` of 512 servers is about 400 KiB).
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("HAProxy is not running (nothing answers on {}: {source})", path.display())]
+    NotRunning { path: PathBuf, source: io::Error },
+    #[error("cannot connect to the HAProxy socket {}: {source}", path.display())]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("`{command}` is not a valid HAProxy runtime command: {reason}")]
+    InvalidCommand {
+        command: String,
+        reason: &'static str,
+    },
+    #[error("sending `{command}` to HAProxy ({}) failed: {source}", path.display())]
+    Send {
+        command: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("reading HAProxy's answer to `{command}` ({}) failed: {source}", path.display())]
+    Receive {
+        command: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("HAProxy did not answer `{command}` within {} s ({})", Secs(*.timeout), path.display())]
+    Timeout {
+        command: String,
+        path: PathBuf,
+        timeout: Duration,
+    },
+    #[error("HAProxy's answer to `{command}` is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge { command: String },
+    /// HAProxy answered a runtime command with an error (`AnswerError::Error` or
+    /// `AnswerError::UnknownCommand`).
+    #[error("HAProxy refused `{command}`: {source}")]
+    Refused {
+        command: String,
+        source: AnswerError,
+    },
+    #[error("cannot understand HAProxy's answer to `{command}`: {source}")]
+    Unexpected {
+        command: String,
+        source: AnswerError,
+    },
+}
+
+impl StatsError {
+    /// True when nothing listens on the socket: HAProxy is stopped (or never started).
+    pub(crate) fn is_not_running(&self) -> bool {
+        matches!(self, StatsError::NotRunning { .. })
+    }
+}
+
+/// A HAProxy runtime API socket (`stats socket` or the master CLI `-S`).
+#[derive(Debug, Clone)]
+pub struct StatsSocket {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl StatsSocket {
+    /// `timeout` bounds connect, send and the whole read of each answer.
+    pub fn new(path: impl Into<PathBuf>, timeout: Duration) -> Self {
+        StatsSocket {
+            path: path.into(),
+            timeout,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends one command line and returns HAProxy's whole answer. HAProxy's own error texts
+    /// come back as `Ok` here; the typed commands (`commands`) tell them apart.
+    pub fn command(&self, cmd: &str) -> Result<String, StatsError> {
+        if cmd.contains(['\n', '\r', '\0']) {
+            return Err(StatsError::InvalidCommand {
+                command: quote(cmd),
+                reason: "it contains a line break",
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut stream = self.connect()?;
+        let send_err = |source| StatsError::Send {
+            command: cmd.to_string(),
+            path: self.path.clone(),
+            source,
+        };
+        stream
+            .set_write_timeout(Some(self.timeout.max(Duration::from_millis(1))))
+            .map_err(send_err)?;
+        stream
+            .write_all(format!("{cmd}\n").as_bytes())
+            .map_err(send_err)?;
+        // Without this the master CLI waits for a next command instead of closing.
+        stream.shutdown(Shutdown::Write).map_err(send_err)?;
+        self.read_answer(&mut stream, cmd, deadline)
+    }
+
+    /// Sends a command whose answer may never come because the peer goes away (the master
+    /// CLI `reload` re-executes the master). Only connecting and sending can fail.
+    pub fn send_only(&self, cmd: &str) -> Result<(), StatsError> {
+        match self.command(cmd) {
+            Ok(_) | Err(StatsError::Receive { .. }) | Err(StatsError::Timeout { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn connect(&self) -> Result<UnixStream, StatsError> {
+        let connect_err = |source: io::Error| {
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) {
+                StatsError::NotRunning {
+                    path: self.path.clone(),
+                    source,
+                }
+            } else {
+                StatsError::Connect {
+                    path: self.path.clone(),
+                    source,
+                }
+            }
+        };
+        let addr = SockAddr::unix(&self.path).map_err(connect_err)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(connect_err)?;
+        // std's UnixStream::connect could block on a full backlog (a stuck HAProxy).
+        socket
+            .connect_timeout(&addr, self.timeout.max(Duration::from_millis(1)))
+            .map_err(connect_err)?;
+        Ok(UnixStream::from(socket))
+    }
+
+    fn read_answer(
+        &self,
+        stream: &mut UnixStream,
+        cmd: &str,
+        deadline: Instant,
+    ) -> Result<String, StatsError> {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = || StatsError::Timeout {
+                command: cmd.to_string(),
+                path: self.path.clone(),
+                timeout: self.timeout,
+            };
+            if left.is_zero() {
+                return Err(timeout());
+            }
+            let receive_err = |source| StatsError::Receive {
+                command: cmd.to_string(),
+                path: self.path.clone(),
+                source,
+            };
+            stream.set_read_timeout(Some(left)).map_err(receive_err)?;
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.len() > MAX_ANSWER_BYTES {
+                        return Err(StatsError::TooLarge {
+                            command: cmd.to_string(),
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timeout())
+                }
+                Err(e) => return Err(receive_err(e)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn missing_socket_means_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = StatsSocket::new(dir.path().join("stats.sock"), Duration::from_secs(1))
+            .command("show info")
+            .unwrap_err();
+        assert!(err.is_not_running(), "{err:?}");
+        assert!(
+            err.to_string().starts_with("HAProxy is not running"),
+            "{err}"
+        );
+        // A stale socket file with nobody listening: refused, also "not running".
+        let path = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        let err = StatsSocket::new(&path, Duration::from_secs(1))
+            .command("show info")
+            .unwrap_err();
+        assert!(err.is_not_running(), "{err:?}");
+    }
+
+    #[test]
+    fn silent_peer_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let holder = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            drop(conn);
+        });
+        let started = Instant::now();
+        let err = StatsSocket::new(&path, Duration::from_millis(200))
+            .command("show stat")
+            .unwrap_err();
+        assert!(matches!(err, StatsError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn answer_is_read_to_eof_and_the_command_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let answer: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        let sent = answer.clone();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            conn.read_to_string(&mut request).unwrap(); // ends because the client shuts its write side
+            for chunk in sent.as_bytes().chunks(100) {
+                conn.write_all(chunk).unwrap();
+            }
+            request
+        });
+        let got = StatsSocket::new(&path, Duration::from_secs(5))
+            .command("show stat")
+            .unwrap();
+        assert_eq!(got, answer);
+        assert_eq!(server.join().unwrap(), "show stat\n");
+    }
+
+    #[test]
+    fn a_command_is_one_line() {
+        let socket = StatsSocket::new("/nonexistent/stats.sock", Duration::from_secs(1));
+        assert!(matches!(
+            socket.command("show info\nshutdown frontend x"),
+            Err(StatsError::InvalidCommand { .. })
+        ));
+    }
+}
