@@ -178,9 +178,32 @@ fn check_config(path: &std::path::Path) -> i32 {
     for w in &settings.warnings {
         eprintln!("note: {w}");
     }
+    // What the HAProxy driver will use, as comments above the configuration (which stays
+    // valid TOML).
+    let mut haproxy = String::new();
+    if settings.worker.driver == crate::config::DriverKind::Haproxy {
+        use crate::drivers::haproxy::capabilities::Capabilities;
+        match Capabilities::ask(&settings.haproxy.binary) {
+            Ok(caps) => {
+                haproxy.push_str(&format!(
+                    "# HAProxy {} at {}\n",
+                    caps.release,
+                    settings.haproxy.binary.display()
+                ));
+                for (what, has) in caps.describe() {
+                    let yes = if has { "yes" } else { "no" };
+                    haproxy.push_str(&format!("# {what}: {yes}\n"));
+                }
+            }
+            Err(e) => {
+                eprintln!("libra-worker: configuration error: haproxy.binary: {e}");
+                return 2;
+            }
+        }
+    }
     match toml::to_string(&settings.effective()) {
         Ok(text) => {
-            print!("{text}");
+            print!("{haproxy}{text}");
             0
         }
         Err(e) => {

@@ -29,6 +29,12 @@ pub mod process {
     };
 }
 
+/// What a HAProxy binary can do, as the driver asks it (tests: render for the HAProxy
+/// under test).
+pub mod capabilities {
+    pub use crate::drivers::haproxy::capabilities::{Capabilities, CapabilityError, Version};
+}
+
 /// The only producer of `haproxy.cfg` (tests and fuzz: job to configuration; bench: the
 /// empty server-state file of a standalone copy).
 pub mod render {

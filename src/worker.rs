@@ -13,6 +13,7 @@ use crate::actors::controller::{ControllerActor, ControllerConfig};
 use crate::actors::driver;
 use crate::actors::supervisor::Connections;
 use crate::config::{DriverKind, Settings};
+use crate::drivers::haproxy::capabilities::{Capabilities, CapabilityError};
 use crate::drivers::haproxy::HaproxyDriver;
 use crate::drivers::null::NullDriver;
 use crate::drivers::LoadBalancerDriver;
@@ -34,6 +35,9 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The HAProxy found is too old, or not HAProxy.
+    #[error("haproxy.binary: {0}")]
+    Haproxy(CapabilityError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("metrics.listen: cannot listen on {addr}: {source}")]
@@ -91,6 +95,17 @@ pub fn run(settings: Settings) -> Result<(), RunError> {
         .as_ref()
         .map(transport::tls_connector)
         .transpose()?;
+    if settings.worker.driver == DriverKind::Haproxy {
+        // An HAProxy that cannot read what the worker writes is refused now, not at the
+        // first UPDATE; one that is missing may still be installed, and every job says so.
+        match Capabilities::ask(&settings.haproxy.binary) {
+            Err(CapabilityError::Run(e)) => {
+                warn!(log, "cannot ask HAProxy what it is"; "error" => %e)
+            }
+            Err(e) => return Err(RunError::Haproxy(e)),
+            Ok(_) => {}
+        }
+    }
     if let Some(path) = &settings.worker.pid {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
             RunError::Pid {

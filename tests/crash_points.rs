@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::backends::{http_get, Backend};
 use common::*;
-use libra_worker::config::default_haproxy_binary;
+use libra_worker::config::haproxy_binary_from_env;
 use libra_worker::tools::process::validate;
 use serde_json::{json, Value};
 
@@ -211,7 +211,7 @@ fn the_worker_dies_at_each_step_of_an_apply_and_its_successor_reconciles() {
             master,
             "{point}: the same HAProxy master"
         );
-        let check = validate(&default_haproxy_binary(), &state.join("haproxy.cfg"));
+        let check = validate(&haproxy_binary_from_env(), &state.join("haproxy.cfg"));
         assert!(
             check.is_ok(),
             "{point}: the live file passes haproxy -c: {check:?}"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::backends::{http_get, Backend};
 use common::*;
-use libra_worker::config::default_haproxy_binary;
+use libra_worker::config::haproxy_binary_from_env;
 use libra_worker::tools::process::validate;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -356,7 +356,7 @@ fn worker_killed_mid_update_fifty_times() {
         w.signal(Signal::SIGKILL);
         let _ = w.wait_exit(Duration::from_secs(5));
         let state = w.dir.path().join("state");
-        let check = validate(&default_haproxy_binary(), &state.join("haproxy.cfg"));
+        let check = validate(&haproxy_binary_from_env(), &state.join("haproxy.cfg"));
         assert!(
             check.is_ok(),
             "round {round}: the file on disk passes haproxy -c: {check:?}"

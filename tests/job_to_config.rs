@@ -4,8 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use libra_worker::config::{default_haproxy_binary, Limits};
+use libra_worker::config::{haproxy_binary_from_env, Limits};
 use libra_worker::jobs::{request, update};
+use libra_worker::tools::capabilities::Capabilities;
 use libra_worker::tools::model::Model;
 use libra_worker::tools::process::validate;
 use libra_worker::tools::render::{render, LogTarget, RenderEnv};
@@ -140,6 +141,7 @@ fn env(dir: &std::path::Path) -> RenderEnv {
         socket_owner: None,
         cookie_key: "propertyKey".to_string(),
         limits: Default::default(),
+        capabilities: Capabilities::ask(&haproxy_binary_from_env()).unwrap(),
     }
 }
 
@@ -209,7 +211,7 @@ fn check_job(lbs: Vec<Value>) -> Result<bool, TestCaseError> {
     }
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, &text).unwrap();
-    let checked = validate(&default_haproxy_binary(), &cfg);
+    let checked = validate(&haproxy_binary_from_env(), &cfg);
     prop_assert!(checked.is_ok(), "{:?}\n{}", checked, text);
     Ok(true)
 }

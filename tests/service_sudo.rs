@@ -145,7 +145,7 @@ impl Layout {
     fn script_text(&self) -> String {
         let cfg = self.config().display().to_string();
         let pid = self.path("run/haproxy.pid").display().to_string();
-        let haproxy = libra_worker::config::default_haproxy_binary();
+        let haproxy = libra_worker::config::haproxy_binary_from_env();
         let haproxy = haproxy.display();
         format!(
             "#!/bin/sh\n\

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libra_worker::config::{default_haproxy_binary, HaproxySettings, Settings};
+use libra_worker::config::{haproxy_binary_from_env, HaproxySettings, Settings};
 use libra_worker::tools::command;
 use libra_worker::tools::process::{Managed, ManagedPaths};
 
@@ -78,7 +78,7 @@ impl HaproxyWorker {
              bind_address = \"127.0.0.1\"\n\n\
              [metrics]\nlisten = \"\"\n",
             log = log_file.display(),
-            haproxy = default_haproxy_binary().display(),
+            haproxy = haproxy_binary_from_env().display(),
             state = dir.join(format!("{function}-state")).display(),
         );
         let config = dir.join(format!("{function}.toml"));

@@ -307,7 +307,7 @@ mod tests {
     fn starts_reloads_and_stops_a_copy() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = libra_worker::config::default_haproxy_binary();
+        let binary = libra_worker::config::haproxy_binary_from_env();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
         let port = crate::procs::free_port().unwrap();

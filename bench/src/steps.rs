@@ -161,7 +161,7 @@ pub fn probe_reload(master_socket: &Path, stats_socket: &Path) -> Result<ReloadP
                 if let Ok(now) = show_proc() {
                     if now.master.reloads > before.master.reloads {
                         master_back.get_or_insert_with(|| started.elapsed());
-                        if now.master.failed_reloads > 0 {
+                        if now.last_load_refused() {
                             return Err(fail("HAProxy refused the reload".to_string()));
                         }
                         if let Some(w) = now
@@ -249,7 +249,7 @@ mod tests {
     fn probes_real_reloads_and_reads() {
         // HAProxy is a prerequisite of the test suite (scripts/install-deps.sh): no probe,
         // a missing one fails here.
-        let binary = libra_worker::config::default_haproxy_binary();
+        let binary = libra_worker::config::haproxy_binary_from_env();
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("state");
         let rendered = format!(

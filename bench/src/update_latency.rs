@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use libra_worker::config::default_haproxy_binary;
+use libra_worker::config::haproxy_binary_from_env;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -247,7 +247,7 @@ fn breakdown(
     n: usize,
 ) -> Result<Vec<StepTimes>, UpdateLatencyError> {
     let settings = worker.haproxy();
-    let binary = default_haproxy_binary();
+    let binary = haproxy_binary_from_env();
     let config = &settings.config_file;
     let rendered = std::fs::read_to_string(config).map_err(|source| UpdateLatencyError::Read {
         path: config.display().to_string(),
@@ -447,7 +447,7 @@ fn markdown(
 }
 
 fn haproxy_version() -> String {
-    std::process::Command::new(default_haproxy_binary())
+    std::process::Command::new(haproxy_binary_from_env())
         .arg("-v")
         .output()
         .ok()

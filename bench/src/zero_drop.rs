@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use libra_worker::config::default_haproxy_binary;
+use libra_worker::config::haproxy_binary_from_env;
 use serde::Serialize;
 use serde_json::json;
 
@@ -324,7 +324,7 @@ fn standalone_run(
         u8::from(edits.drop_idle_close)
     ));
     let mut h = StandaloneHaproxy::start(
-        &default_haproxy_binary(),
+        &haproxy_binary_from_env(),
         rendered,
         state_dir,
         &dir,

@@ -885,9 +885,19 @@ fn program_words(text: &str) -> Vec<String> {
 }
 
 /// The HAProxy binary when `haproxy.binary` is not set: `haproxy`, resolved by
-/// [`resolve_program`]. The one lookup of HAProxy; the tests and the bench use it too.
+/// [`resolve_program`]. The one lookup of HAProxy.
 pub fn default_haproxy_binary() -> PathBuf {
     resolve_program(Path::new("haproxy"))
+}
+
+/// The HAProxy a worker started now would use without a configuration file: the
+/// `LIBRA_WORKER__HAPROXY__BINARY` override, else [`default_haproxy_binary`]. The tests
+/// and the bench use it, so that one variable points all of them at another HAProxy.
+pub fn haproxy_binary_from_env() -> PathBuf {
+    match std::env::var_os(format!("{ENV_PREFIX}__HAPROXY__BINARY")) {
+        Some(path) if !path.is_empty() => resolve_program(Path::new(&path)),
+        _ => default_haproxy_binary(),
+    }
 }
 
 /// A bare program name (`haproxy`) as an absolute path: found on `PATH`, or in the sbin

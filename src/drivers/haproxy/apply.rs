@@ -51,7 +51,8 @@ impl HaproxyDriver {
         let Some(live) = self.applied.clone() else {
             return Ok(false);
         };
-        let steps = match runtime::plan(&live, next, &self.lingering) {
+        let dynamic_servers = self.capabilities()?.dynamic_servers;
+        let steps = match runtime::plan(&live, next, &self.lingering, dynamic_servers) {
             Ok(steps) => steps,
             Err(reason) => {
                 slog::debug!(self.log, "update needs a reload"; "reason" => %reason);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::archive::ArchiveError;
+use super::capabilities::CapabilityError;
 use super::files::FileError;
 use super::ledger::LedgerError;
 use super::live_files::LiveFileError;
@@ -27,6 +28,9 @@ pub(crate) enum HaproxyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// What the HAProxy binary is and can do.
+    #[error(transparent)]
+    Capabilities(#[from] CapabilityError),
     #[error("haproxy.bind_address '{0}' is not an IP address")]
     BindAddress(String),
     /// A file of the state directory (candidate, model, marker, server states, cookie key).

@@ -2,8 +2,10 @@
 //! `model` (the typed desired state) and `render` (the only producer of haproxy.cfg);
 //! `apply` (runtime API or check-swap-reload), `actions` (SUSPEND, ENABLE, DELETE, STATS,
 //! METRICS, ARCHIVE), `upkeep` (start-up, restarts); `process` (running HAProxy),
-//! `stats_socket` and `runtime` (its runtime API); `files`, `live_files`, `paths` (where
-//! everything lives); `billing` and `ledger` (METRICS); `archive`; `error`.
+//! `runtime_api` (the stats-socket client, its commands and answers) and `runtime` (node
+//! changes through it); `capabilities` (what the HAProxy binary can do); `files`,
+//! `live_files`, `paths` (where everything lives); `billing` and `ledger` (METRICS);
+//! `archive`; `error`.
 
 /// A named step of the apply path where a crash test can make the worker die, exactly
 /// there and as a SIGKILL would (`FAILPOINTS=<name>=return` in a `failpoints` build).
@@ -19,6 +21,7 @@ pub(crate) mod alerts;
 mod apply;
 pub(crate) mod archive;
 mod billing;
+pub(crate) mod capabilities;
 pub(crate) mod command;
 mod error;
 pub(crate) mod files;
@@ -38,8 +41,9 @@ mod upkeep;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 
+use self::capabilities::{BinaryStamp, Capabilities};
 use self::error::{HaproxyError, Result};
 use self::ledger::Ledger;
 use self::live_files::LiveFiles;
@@ -75,6 +79,8 @@ pub(crate) struct HaproxyDriver {
     /// deleted by housekeeping.
     lingering: runtime::ParkedServers,
     cookie_key: Option<String>,
+    /// What the HAProxy binary can do, with the stamp of the binary it was asked of.
+    capabilities: Option<(Option<BinaryStamp>, Capabilities)>,
 }
 
 impl HaproxyDriver {
@@ -103,7 +109,31 @@ impl HaproxyDriver {
             started_up: false,
             lingering: runtime::ParkedServers::new(),
             cookie_key: None,
+            capabilities: None,
         }
+    }
+
+    /// What the HAProxy binary can do: asked once, and again whenever the binary changed
+    /// on disk (a package upgrade), so the renderer never writes what it does not read.
+    pub(super) fn capabilities(&mut self) -> Result<Capabilities> {
+        let stamp = BinaryStamp::of(&self.settings.binary);
+        if let Some((known, caps)) = &self.capabilities {
+            if *known == stamp {
+                return Ok(caps.clone());
+            }
+        }
+        let caps = Capabilities::ask(&self.settings.binary)?;
+        let missing: Vec<&str> = caps
+            .describe()
+            .into_iter()
+            .filter(|(_, has)| !has)
+            .map(|(what, _)| what)
+            .collect();
+        info!(self.log, "HAProxy found";
+            "version" => &caps.release, "binary" => %self.settings.binary.display(),
+            "without" => missing.join("; "));
+        self.capabilities = Some((stamp, caps.clone()));
+        Ok(caps)
     }
 
     /// The secret behind HTTP dynamic cookies, made once and kept in the state directory
@@ -140,6 +170,7 @@ impl HaproxyDriver {
             .bind_address
             .parse()
             .map_err(|_| HaproxyError::BindAddress(self.settings.bind_address.clone()))?;
+        let capabilities = self.capabilities()?;
         let limits = render::ProcessLimits {
             maxconn: self.settings.maxconn,
             hard_stop_after: self.settings.hard_stop_after,
@@ -155,6 +186,7 @@ impl HaproxyDriver {
                 socket_owner: None,
                 cookie_key,
                 limits,
+                capabilities: capabilities.clone(),
             },
             HaproxyMode::Service => RenderEnv {
                 bind_address,
@@ -168,6 +200,7 @@ impl HaproxyDriver {
                 )),
                 cookie_key,
                 limits,
+                capabilities: capabilities.clone(),
             },
         })
     }

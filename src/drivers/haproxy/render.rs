@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::capabilities::Capabilities;
 use super::model::{LbConfig, Model};
 use crate::drivers::{quoted, Address, Algorithm, MonitorType, Node, NodeId, Protocol};
 
@@ -48,6 +49,8 @@ pub struct RenderEnv {
     /// across reloads for those cookies to keep their value.
     pub cookie_key: String,
     pub limits: ProcessLimits,
+    /// What the HAProxy that will read the file understands.
+    pub capabilities: Capabilities,
 }
 
 /// The operator's bounds on connections and on old processes after reloads.
@@ -91,7 +94,7 @@ pub fn render(model: &Model, env: &RenderEnv) -> Result<String, RenderError> {
     global(&mut out, env)?;
     defaults(&mut out, &env.limits)?;
     for lb in model.load_balancers() {
-        frontend(&mut out, lb, env.bind_address)?;
+        frontend(&mut out, lb, env)?;
         backend(&mut out, lb, &env.cookie_key)?;
     }
     Ok(out.text)
@@ -141,7 +144,11 @@ fn global(out: &mut Out, env: &RenderEnv) -> Result<(), RenderError> {
     // measured; 0 without).
     // HAProxy 2.6 loads the whole system CA store at every start for its internal HTTP
     // client, which this configuration never uses: about 20 ms of every check and reload.
-    out.line("httpclient.ssl.verify none".to_string())
+    // Older HAProxy has no such client and no such keyword.
+    if env.capabilities.httpclient {
+        out.line("httpclient.ssl.verify none".to_string())?;
+    }
+    Ok(())
 }
 
 fn defaults(out: &mut Out, limits: &ProcessLimits) -> Result<(), RenderError> {
@@ -168,11 +175,15 @@ fn mode(protocol: Protocol) -> &'static str {
     }
 }
 
-fn frontend(out: &mut Out, lb: &LbConfig, bind: IpAddr) -> Result<(), RenderError> {
+fn frontend(out: &mut Out, lb: &LbConfig, env: &RenderEnv) -> Result<(), RenderError> {
     out.blank();
     out.top(&format!("frontend {}", frontend_name(lb.protocol)))?;
     out.line(format!("mode {}", mode(lb.protocol)))?;
-    out.line(format!("bind {}:{}", host(&Address::Ip(bind))?, lb.port))?;
+    out.line(format!(
+        "bind {}:{}",
+        host(&Address::Ip(env.bind_address))?,
+        lb.port
+    ))?;
     out.line(format!("timeout client {}ms", lb.timeouts.client_ms))?;
     match lb.protocol {
         Protocol::Http => {
@@ -180,8 +191,11 @@ fn frontend(out: &mut Out, lb: &LbConfig, bind: IpAddr) -> Result<(), RenderErro
             // Keep-alive stays on (no `option httpclose`). When a reload retires this
             // process, an idle keep-alive connection still gets its next request answered
             // (with `Connection: close`) instead of being closed under a client that may
-            // not retry; `timeout client` bounds how long it stays idle.
-            out.line("option idle-close-on-response".to_string())?;
+            // not retry; `timeout client` bounds how long it stays idle. Older HAProxy
+            // closes idle connections at once (the driver then avoids reloads).
+            if env.capabilities.idle_close_on_response {
+                out.line("option idle-close-on-response".to_string())?;
+            }
         }
         Protocol::Tcp | Protocol::Galera => out.line("option tcplog".to_string())?,
     }
@@ -437,6 +451,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::drivers::haproxy::capabilities::Version;
     use crate::drivers::haproxy::process::poll::poll_until;
     use crate::drivers::haproxy::process::ProcessError;
     use crate::drivers::haproxy::test_support::{check, free_port, TestHaproxy};
@@ -474,6 +489,45 @@ mod tests {
         }
     }
 
+    /// The HAProxy the golden texts are written for (Debian 12's, the system's here).
+    fn tested_capabilities() -> Capabilities {
+        Capabilities::of(version(2, 6), "2.6.12")
+    }
+
+    fn version(major: u32, minor: u32) -> Version {
+        Version {
+            major,
+            minor,
+            patch: 0,
+        }
+    }
+
+    #[test]
+    fn each_haproxy_gets_only_the_keywords_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Model::from_load_balancers(&http_and_tcp()).unwrap();
+        let text_for = |major, minor| {
+            let env = RenderEnv {
+                capabilities: Capabilities::of(version(major, minor), "x"),
+                ..env_in(dir.path(), LogTarget::Stdout, false)
+            };
+            render(&model, &env).unwrap()
+        };
+        for (major, minor, modern) in [(2, 2, false), (2, 4, false), (2, 6, true), (3, 0, true)] {
+            let text = text_for(major, minor);
+            assert_eq!(
+                text.contains("\n    option idle-close-on-response\n"),
+                modern,
+                "{major}.{minor}: {text}"
+            );
+            assert_eq!(
+                text.contains("\n    httpclient.ssl.verify none\n"),
+                modern,
+                "{major}.{minor}: {text}"
+            );
+        }
+    }
+
     /// The settings of managed mode, or with `service` those of service mode.
     fn env_in(dir: &Path, log: LogTarget, service: bool) -> RenderEnv {
         RenderEnv {
@@ -485,6 +539,7 @@ mod tests {
             socket_owner: service.then_some((65534, 65534)),
             cookie_key: "k3yTest".to_string(),
             limits: Default::default(),
+            capabilities: tested_capabilities(),
         }
     }
 
@@ -555,6 +610,7 @@ mod tests {
             socket_owner: None,
             cookie_key: "k3yTest".to_string(),
             limits: Default::default(),
+            capabilities: tested_capabilities(),
         };
         // Given in TCP-first order: the model sorts, so the text does not depend on it.
         let mut lbs = http_and_tcp();
@@ -635,6 +691,7 @@ backend tcp-servers
             socket_owner: Some((1000, 100)),
             cookie_key: "k3yTest".to_string(),
             limits: Default::default(),
+            capabilities: tested_capabilities(),
         };
         let model = Model::from_load_balancers(&[lb(Protocol::Galera, 3306, vec![])]).unwrap();
         let text = render(&model, &env).unwrap();

@@ -20,6 +20,8 @@ pub enum NeedsReload {
     DnsName(NodeId),
     #[error("node {0} is still draining from an earlier removal with another backup flag")]
     Lingering(NodeId),
+    #[error("nodes are added or removed and this HAProxy has no dynamic servers")]
+    NoDynamicServers,
 }
 
 /// A runtime command that HAProxy refused or could not be sent; the driver falls back
@@ -70,8 +72,15 @@ pub enum Step {
 }
 
 /// The steps that turn `live` into `next`, adds first and removals last so capacity
-/// never dips; a node whose backup flag flips is removed and added again.
-pub fn plan(live: &Model, next: &Model, parked: &ParkedServers) -> Result<Vec<Step>, NeedsReload> {
+/// never dips; a node whose backup flag flips is removed and added again. Without
+/// `dynamic_servers` (HAProxy before 2.6) only address and weight changes can be made at
+/// run time.
+pub fn plan(
+    live: &Model,
+    next: &Model,
+    parked: &ParkedServers,
+    dynamic_servers: bool,
+) -> Result<Vec<Step>, NeedsReload> {
     if !live.same_structure(next) {
         return Err(NeedsReload::Structure);
     }
@@ -146,6 +155,10 @@ pub fn plan(live: &Model, next: &Model, parked: &ParkedServers) -> Result<Vec<St
         ),
         _ => false,
     });
+    let changes_servers = !(adds.is_empty() && flips.is_empty() && others.is_empty());
+    if changes_servers && !dynamic_servers {
+        return Err(NeedsReload::NoDynamicServers);
+    }
     Ok(flips
         .into_iter()
         .chain(adds)
@@ -311,7 +324,7 @@ mod tests {
             node("1", "10.0.0.9", 81, 5, false),
             node("3", "10.0.0.3", 80, 1, false),
         ]);
-        let steps = plan(&live, &next, &ParkedServers::new()).unwrap();
+        let steps = plan(&live, &next, &ParkedServers::new(), true).unwrap();
         let kinds: Vec<&str> = steps
             .iter()
             .map(|s| match s {
@@ -329,7 +342,7 @@ mod tests {
     fn backup_flip_is_remove_then_add() {
         let live = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
         let next = model(vec![node("1", "10.0.0.1", 80, 1, true)]);
-        let steps = plan(&live, &next, &ParkedServers::new()).unwrap();
+        let steps = plan(&live, &next, &ParkedServers::new(), true).unwrap();
         assert!(
             matches!(steps[0], Step::Remove { .. }) && matches!(steps[1], Step::Add { .. }),
             "{steps:?}"
@@ -341,16 +354,47 @@ mod tests {
         let live = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
         let dns = model(vec![node("1", "web.example", 80, 1, false)]);
         assert_eq!(
-            plan(&live, &dns, &ParkedServers::new()),
+            plan(&live, &dns, &ParkedServers::new(), true),
             Err(NeedsReload::DnsName(NodeId::parse("1").unwrap()))
         );
         let mut other = Model::new();
         other.add_protocol(Protocol::Http, 81).unwrap();
         assert_eq!(
-            plan(&live, &other, &ParkedServers::new()),
+            plan(&live, &other, &ParkedServers::new(), true),
             Err(NeedsReload::Structure)
         );
-        assert_eq!(plan(&live, &live, &ParkedServers::new()), Ok(vec![]));
+        assert_eq!(plan(&live, &live, &ParkedServers::new(), true), Ok(vec![]));
+    }
+
+    #[test]
+    fn without_dynamic_servers_only_addresses_and_weights_change_at_run_time() {
+        let live = model(vec![
+            node("1", "10.0.0.1", 80, 1, false),
+            node("2", "10.0.0.2", 80, 1, false),
+        ]);
+        let moved = model(vec![
+            node("1", "10.0.0.9", 81, 5, false),
+            node("2", "10.0.0.2", 80, 7, false),
+        ]);
+        let none = ParkedServers::new();
+        assert_eq!(plan(&live, &moved, &none, false).unwrap().len(), 3);
+        let added = model(vec![
+            node("1", "10.0.0.1", 80, 1, false),
+            node("2", "10.0.0.2", 80, 1, false),
+            node("3", "10.0.0.3", 80, 1, false),
+        ]);
+        let removed = model(vec![node("1", "10.0.0.1", 80, 1, false)]);
+        let flipped = model(vec![
+            node("1", "10.0.0.1", 80, 1, true),
+            node("2", "10.0.0.2", 80, 1, false),
+        ]);
+        for next in [&added, &removed, &flipped] {
+            assert_eq!(
+                plan(&live, next, &none, false),
+                Err(NeedsReload::NoDynamicServers)
+            );
+            assert!(plan(&live, next, &none, true).is_ok());
+        }
     }
 
     #[test]
@@ -370,7 +414,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            plan(&live, &next, &parked).unwrap()[..],
+            plan(&live, &next, &parked, true).unwrap()[..],
             [Step::Revive { .. }]
         ));
         parked.insert(
@@ -381,7 +425,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            plan(&live, &next, &parked),
+            plan(&live, &next, &parked, true),
             Err(NeedsReload::Lingering(_))
         ));
     }

@@ -464,13 +464,13 @@ impl Process for Managed {
                     // The master lists its new worker from its first answer on, so a reload
                     // counted as good without one means it died at once.
                     let since = *reloaded_without_worker.get_or_insert_with(Instant::now);
-                    let refused = now.master.failed_reloads > 0;
+                    let refused = now.last_load_refused();
                     // A refused load is explained by the master's lines, a dead new worker
                     // by its own.
                     (refused || since.elapsed() >= NEW_WORKER_GRACE).then(|| {
                         Err(ProcessError::ReloadFailed {
                             alerts: self.alerts_since(offset, refused.then_some(pid)),
-                            serving: !now.workers.is_empty(),
+                            serving: now.serving(),
                         })
                     })
                 }
@@ -705,7 +705,8 @@ mod tests {
         assert!(serves(h.port));
         let failed = h.managed.show_proc().unwrap();
         assert_eq!(failed.master.pid, before.master.pid);
-        assert_eq!(failed.master.failed_reloads, 1);
+        assert!(failed.last_load_refused());
+        assert_eq!(failed.master.failed_reloads, Some(1));
         assert_eq!(
             failed.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
             before.workers.iter().map(|w| w.pid).collect::<Vec<_>>()
@@ -719,13 +720,16 @@ mod tests {
         // Reloading the same file fails again: wait mode re-reads the file.
         let err = h.managed.reload().unwrap_err();
         assert!(err.to_string().contains("cannot bind socket"), "{err}");
-        assert_eq!(h.managed.show_proc().unwrap().master.failed_reloads, 2);
+        let again = h.managed.show_proc().unwrap();
+        assert!(again.last_load_refused());
+        assert_eq!(again.master.failed_reloads, Some(2));
 
         // Restoring the previous file and reloading works and leaves wait mode.
         std::fs::write(h.path("haproxy.cfg"), good).unwrap();
         h.managed.reload().unwrap();
         let restored = h.managed.show_proc().unwrap();
-        assert_eq!(restored.master.failed_reloads, 0);
+        assert!(!restored.last_load_refused());
+        assert_eq!(restored.master.failed_reloads, Some(0));
         assert_ne!(restored.workers[0].pid, before.workers[0].pid);
         assert_eq!(echo(&mut conn, "after restore"), "after restore");
         assert!(serves(h.port));

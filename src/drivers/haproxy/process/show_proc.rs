@@ -31,8 +31,9 @@ pub struct MasterProc {
     pub(crate) pid: u32,
     /// Reloads since the master started, failed ones included.
     pub reloads: u32,
-    /// Consecutive failed reloads (0 after a successful one).
-    pub failed_reloads: u32,
+    /// Consecutive failed reloads (0 after a successful one); None where HAProxy does not
+    /// count them (2.2 to 2.4: see [`ProcList::last_load_refused`]).
+    pub failed_reloads: Option<u32>,
 }
 
 /// One line of `show proc` for a worker.
@@ -53,7 +54,30 @@ pub struct ProcList {
     pub(crate) old_workers: Vec<WorkerProc>,
 }
 
-/// Parses `show proc` of HAProxy 2.6.
+impl ProcList {
+    /// Whether the master's last load of the configuration was refused. HAProxy 2.5 and
+    /// later count failures (`[failed: n]`); 2.2 to 2.4 do not, and show a refused load as
+    /// a master with no current worker (the previous one is listed among the old workers,
+    /// and keeps serving).
+    pub fn last_load_refused(&self) -> bool {
+        match self.master.failed_reloads {
+            Some(n) => n > 0,
+            None => self.workers.is_empty(),
+        }
+    }
+
+    /// Whether some worker serves new connections: a current worker or, after a refused
+    /// load on HAProxy that lists the previous worker among the old ones (2.2 to 2.4),
+    /// that one.
+    pub fn serving(&self) -> bool {
+        !self.workers.is_empty()
+            || (self.master.failed_reloads.is_none() && !self.old_workers.is_empty())
+    }
+}
+
+/// Parses `show proc` of HAProxy 2.2 to 3.x. The header names the columns: 2.2 to 2.4
+/// have a `<relative PID>` column before `<reloads>` (`[was: 1]` for an old worker), 2.5
+/// and later drop it and follow the master's reloads with `[failed: n]`.
 pub fn parse_show_proc(text: &str) -> Result<ProcList, ShowProcError> {
     #[derive(PartialEq)]
     enum Section {
@@ -62,6 +86,7 @@ pub fn parse_show_proc(text: &str) -> Result<ProcList, ShowProcError> {
         Other,
     }
     let mut section = Section::Current;
+    let mut relative_pid_column = false;
     let mut master = None;
     let (mut workers, mut old_workers) = (Vec::new(), Vec::new());
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -69,14 +94,29 @@ pub fn parse_show_proc(text: &str) -> Result<ProcList, ShowProcError> {
             section = match comment.trim() {
                 "workers" => Section::Current,
                 "old workers" => Section::Old,
-                c if c.starts_with("<PID>") => Section::Current,
+                c if c.starts_with("<PID>") => {
+                    relative_pid_column = c.contains("<relative PID>");
+                    Section::Current
+                }
                 _ => Section::Other,
             };
             continue;
         }
         let mut words = line.split_whitespace();
-        let (Some(pid), Some(kind), Some(reloads)) = (words.next(), words.next(), words.next())
-        else {
+        let (Some(pid), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if relative_pid_column {
+            // `1`, or `[was: 1]` in two words.
+            match words.next() {
+                Some(w) if w.starts_with('[') && !w.ends_with(']') => {
+                    words.next();
+                }
+                Some(_) => {}
+                None => continue,
+            }
+        }
+        let Some(reloads) = words.next() else {
             continue;
         };
         let (Ok(pid), Ok(reloads)) = (pid.parse::<u32>(), reloads.parse::<u32>()) else {
@@ -87,8 +127,7 @@ pub fn parse_show_proc(text: &str) -> Result<ProcList, ShowProcError> {
                 let failed_reloads = line
                     .split_once("[failed:")
                     .and_then(|(_, rest)| rest.split(']').next())
-                    .and_then(|n| n.trim().parse().ok())
-                    .unwrap_or(0);
+                    .and_then(|n| n.trim().parse().ok());
                 master = Some(MasterProc {
                     pid,
                     reloads,
@@ -141,7 +180,7 @@ mod tests {
             MasterProc {
                 pid: 1405,
                 reloads: 2,
-                failed_reloads: 0
+                failed_reloads: Some(0)
             }
         );
         assert_eq!(
@@ -164,7 +203,7 @@ mod tests {
             MasterProc {
                 pid: 14050,
                 reloads: 2,
-                failed_reloads: 1
+                failed_reloads: Some(1)
             }
         );
         assert_eq!(
@@ -183,6 +222,77 @@ mod tests {
             parse_show_proc("Unknown command.\n"),
             Err(ShowProcError::NoMaster { .. })
         ));
+    }
+
+    /// `show proc` of HAProxy 2.2.9 (Debian 11) after one good reload.
+    const SHOW_PROC_2_2: &str =
+        "#<PID>          <type>          <relative PID>  <reloads>       <uptime>        <version>      \n\
+        6554            master          0               1               0d00h00m03s     2.2.9-2+deb11u7\n\
+        # workers\n\
+        6659            worker          1               0               0d00h00m01s     2.2.9-2+deb11u7\n\
+        # programs\n\n";
+
+    /// The same master after a refused reload: no current worker, the previous one among
+    /// the old workers with its relative pid as `[was: 1]`, still serving.
+    const SHOW_PROC_2_2_REFUSED: &str =
+        "#<PID>          <type>          <relative PID>  <reloads>       <uptime>        <version>      \n\
+        6554            master          0               2               0d00h00m05s     2.2.9-2+deb11u7\n\
+        # workers\n\
+        # old workers\n\
+        6659            worker          [was: 1]        1               0d00h00m03s     2.2.9-2+deb11u7\n\
+        # programs\n\n";
+
+    /// HAProxy 3.0.11 (Debian 13) after a refused reload.
+    const SHOW_PROC_3_0_REFUSED: &str =
+        "#<PID>          <type>          <reloads>       <uptime>        <version>      \n\
+        7163            master          2 [failed: 1]   0d00h00m05s     3.0.11-1+deb13u5\n\
+        # workers\n\
+        7313            worker          1               0d00h00m03s     3.0.11-1+deb13u5\n\
+        # programs\n\n";
+
+    #[test]
+    fn show_proc_of_2_2_has_a_relative_pid_column_and_no_failure_count() {
+        let p = parse_show_proc(SHOW_PROC_2_2).unwrap();
+        assert_eq!(
+            p.master,
+            MasterProc {
+                pid: 6554,
+                reloads: 1,
+                failed_reloads: None
+            }
+        );
+        assert_eq!(
+            p.workers,
+            vec![WorkerProc {
+                pid: 6659,
+                reloads: 0
+            }]
+        );
+        assert!(!p.last_load_refused() && p.serving());
+        let p = parse_show_proc(SHOW_PROC_2_2_REFUSED).unwrap();
+        assert_eq!(p.master.reloads, 2);
+        assert!(p.workers.is_empty());
+        assert_eq!(
+            p.old_workers,
+            vec![WorkerProc {
+                pid: 6659,
+                reloads: 1
+            }]
+        );
+        assert!(p.last_load_refused() && p.serving());
+    }
+
+    #[test]
+    fn a_refusal_is_read_from_the_failure_count_where_there_is_one() {
+        let p = parse_show_proc(SHOW_PROC_3_0_REFUSED).unwrap();
+        assert_eq!(p.master.failed_reloads, Some(1));
+        assert!(p.last_load_refused() && p.serving());
+        let p = parse_show_proc(SHOW_PROC_RELOADED).unwrap();
+        assert!(!p.last_load_refused() && p.serving());
+        // 2.6 lists old workers that are only draining: they do not serve.
+        let draining = "#<PID> <type> <reloads> <uptime> <version>\n1 master 3 [failed: 0] 0 x\n# workers\n# old workers\n5 worker 1 0 x\n";
+        let p = parse_show_proc(draining).unwrap();
+        assert!(!p.last_load_refused() && !p.serving());
     }
 
     proptest! {
