@@ -26,7 +26,8 @@ use serde_json::{json, Value};
 enum Trigger {
     /// A change that needs a reload (a new client timeout).
     Structural,
-    /// A change of nodes only, two of them (two runtime API commands).
+    /// New weights for two nodes: two runtime API commands on every HAProxy (node adds
+    /// and removals reload where HAProxy has no dynamic servers).
     NodesOnly,
     Metrics,
 }
@@ -46,11 +47,22 @@ const POINTS: &[(&str, Trigger)] = &[
 const INTERRUPTED: &str =
     "an update was interrupted; reloading HAProxy from the configuration file";
 
-fn update(http_port: u16, tcp_port: u16, web: &[&Backend], db: &Backend, timeout: u32) -> Value {
+/// Every web node but the first has weight `weight`.
+fn update(
+    http_port: u16,
+    tcp_port: u16,
+    web: &[Backend],
+    db: &Backend,
+    timeout: u32,
+    weight: u16,
+) -> Value {
     let nodes: Vec<Value> = web
         .iter()
         .enumerate()
-        .map(|(i, b)| json!({"id": i + 1, "address": "127.0.0.1", "port": b.port}))
+        .map(|(i, b)| {
+            let weight = if i == 0 { 1 } else { weight };
+            json!({"id": i + 1, "address": "127.0.0.1", "port": b.port, "weight": weight})
+        })
         .collect();
     json!({"hpcs_action": "UPDATE", "loadBalancers": [
         {"protocol": "HTTP", "port": http_port, "nodes": nodes,
@@ -125,7 +137,7 @@ fn the_worker_dies_at_each_step_of_an_apply_and_its_successor_reconciles() {
     };
     let mut w = start(&cfg, tempfile::tempdir().unwrap());
     let job = |w: &Worker, body: &Value| submit(&g.addr(), w.function(), body);
-    let base = update(http_port, tcp_port, &[&web[0]], &db, 30_000);
+    let base = update(http_port, tcp_port, &web, &db, 30_000, 1);
     assert!(passed(&job(&w, &base)));
     let mut billed = tcp_bytes_billed(&job(&w, &json!({"hpcs_action": "METRICS"})));
 
@@ -160,16 +172,8 @@ fn the_worker_dies_at_each_step_of_an_apply_and_its_successor_reconciles() {
         armed.env = vec![("FAILPOINTS".to_string(), format!("{point}=return"))];
         w = start(&armed, dir);
         let body = match trigger {
-            Trigger::Structural => {
-                update(http_port, tcp_port, &[&web[0]], &db, 31_000 + round as u32)
-            }
-            Trigger::NodesOnly => update(
-                http_port,
-                tcp_port,
-                &[&web[0], &web[1], &web[2]],
-                &db,
-                30_000,
-            ),
+            Trigger::Structural => update(http_port, tcp_port, &web, &db, 31_000 + round as u32, 1),
+            Trigger::NodesOnly => update(http_port, tcp_port, &web, &db, 30_000, 2 + round as u16),
             Trigger::Metrics => json!({"hpcs_action": "METRICS"}),
         };
         let unique = format!("crash-{round}-{}", free_port());

@@ -40,7 +40,9 @@ fn scrape_counts_known_traffic_and_promtool_accepts_it() {
         "nodes": [{"id": 1, "address": "127.0.0.1", "port": b.port}]}]});
     assert!(passed(&submit(&g.addr(), &f, &update)));
     let mut two = update.clone();
-    two["loadBalancers"][0]["nodes"] = json!([{"id": 1, "address": "127.0.0.1", "port": b.port}, {"id": 2, "address": "127.0.0.1", "port": b.port}]);
+    // A new weight: a runtime-API change on every HAProxy version.
+    two["loadBalancers"][0]["nodes"] =
+        json!([{"id": 1, "address": "127.0.0.1", "port": b.port, "weight": 5}]);
     assert!(passed(&submit(&g.addr(), &f, &two)), "a node-only change");
     let (status, page) = http_get_path(mport, "/metrics").unwrap();
     assert_eq!(status, 200);
