@@ -50,11 +50,14 @@ pub struct Capabilities {
     pub version: Version,
     /// The version as the package spells it (`2.6.12-1+deb12u4`), for messages.
     pub release: String,
-    /// `option idle-close-on-response` (2.6): an old process answers a keep-alive
-    /// client's next request before closing, so a reload loses no request. Without it,
-    /// a keep-alive client that sends a request just as the old process closes its idle
-    /// connection sees that request fail, so node changes avoid reloads where they can.
+    /// `option idle-close-on-response` (2.6): asks an old process to answer a keep-alive
+    /// client's next request (with `Connection: close`) before closing the connection.
     pub idle_close_on_response: bool,
+    /// A reload loses no request of a keep-alive client: before 2.4 that is how an old
+    /// process behaves by default, from 2.6 with `idle-close-on-response`. 2.4 and 2.5
+    /// close idle connections at once when a reload retires the process, and a client
+    /// that sends a request just then sees it fail unless it retries.
+    pub keep_alive_safe_reloads: bool,
     /// The internal HTTP client's `httpclient.*` keywords (2.6), and with them a load of
     /// the whole system CA store at every start, which `httpclient.ssl.verify none` skips.
     pub httpclient: bool,
@@ -116,6 +119,7 @@ impl Capabilities {
             version,
             release: release.to_string(),
             idle_close_on_response: version.at_least(2, 6),
+            keep_alive_safe_reloads: !version.at_least(2, 4) || version.at_least(2, 6),
             httpclient: version.at_least(2, 6),
             dynamic_servers: version.at_least(2, 6),
             reload_answers: version.at_least(2, 7),
@@ -255,6 +259,8 @@ mod tests {
             )
         };
         assert!(!caps(2, 5).idle_close_on_response && caps(2, 6).idle_close_on_response);
+        let safe = |major, minor| caps(major, minor).keep_alive_safe_reloads;
+        assert!(safe(2, 2) && safe(2, 3) && !safe(2, 4) && !safe(2, 5) && safe(2, 6));
         assert!(!caps(2, 4).dynamic_servers && caps(2, 6).dynamic_servers);
         assert!(!caps(2, 6).reload_answers && caps(2, 7).reload_answers);
         assert!(caps(3, 0).httpclient && caps(4, 0).dynamic_servers);
