@@ -4,7 +4,7 @@ set -euo pipefail
 declare -A pkg_for=(
   [gearmand]=gearman-job-server [gearman]=gearman-tools [haproxy]=haproxy
   [promtool]=prometheus [wrk]=wrk [openssl]=openssl [curl]=curl
-  # tests/service_sudo.rs runs the worker unprivileged through the real sudo.
+  # tests/service_sudo*.rs run the worker unprivileged through the real sudo.
   [sudo]=sudo [visudo]=sudo
 )
 missing=()

@@ -267,6 +267,14 @@ pub fn http_get(port: u16, cookie: Option<&str>) -> std::io::Result<(u16, String
     Ok((status, body, set_cookie))
 }
 
+/// Bodies seen over `n` fresh connections through the load balancer on `port` (empty for
+/// a request that failed).
+pub fn bodies(port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| http_get(port, None).map(|(_, b, _)| b).unwrap_or_default())
+        .collect()
+}
+
 /// One HTTP GET of `path` on a loopback port; returns (status, body).
 pub fn http_get_path(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;

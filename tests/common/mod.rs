@@ -7,6 +7,7 @@ pub mod appliance;
 pub mod backends;
 pub mod fake_server;
 pub mod gearman_admin;
+pub mod sudo;
 pub mod swift;
 pub mod tls;
 pub mod worker_toml;
