@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use libra_worker::config::haproxy_binary_from_env;
+use libra_worker::tools::capabilities::Capabilities;
 use serde_json::{json, Value};
 
 use super::backends::Backend;
@@ -31,6 +33,12 @@ impl Appliance {
             w.log()
         );
         Appliance { g, w }
+    }
+
+    /// What the HAProxy under test can do, as the worker asks it
+    /// (`LIBRA_WORKER__HAPROXY__BINARY` picks another HAProxy for the worker and the tests).
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::ask(&haproxy_binary_from_env()).expect("haproxy -vv")
     }
 
     pub fn job(&self, body: Value) -> Value {
