@@ -130,15 +130,19 @@ impl Capabilities {
     pub fn describe(&self) -> Vec<(&'static str, bool)> {
         vec![
             (
-                "hitless node changes (add/del server)",
+                "dynamic servers (nodes added and removed without a reload)",
                 self.dynamic_servers,
             ),
             (
-                "keep-alive requests survive reloads (idle-close-on-response)",
-                self.idle_close_on_response,
+                "keep-alive requests survive reloads",
+                self.keep_alive_safe_reloads,
             ),
-            ("httpclient CA load skipped", self.httpclient),
-            ("master reload answers its outcome", self.reload_answers),
+            ("option idle-close-on-response", self.idle_close_on_response),
+            (
+                "httpclient keywords (no CA store load at each start)",
+                self.httpclient,
+            ),
+            ("master CLI reload answers its outcome", self.reload_answers),
         ]
     }
 }
