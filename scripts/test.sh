@@ -3,6 +3,7 @@
 # `bench/`, libra-bench): format, clippy, unit, property and integration tests (real
 # gearmand, real HAProxy, real backends on loopback). The `failpoints` feature (the
 # worker's) builds the crash points the crash tests use; a release build never has them.
+# Then the HAProxy-facing tests once more per HAProxy version (scripts/test-haproxy-versions.sh).
 # A test whose prerequisite is missing fails under CI=true and is listed at the end
 # otherwise (the test runner hides the output of passing tests).
 set -euo pipefail
@@ -15,6 +16,8 @@ cargo clippy --workspace --all-targets --locked --features failpoints -- -D warn
 status=0
 # One run for both packages: the bench's tests start the libra-worker binary it builds.
 cargo test --locked --workspace --all-targets --features failpoints --no-fail-fast || status=$?
+# The HAProxy-facing tests again on the other HAProxy versions distributions ship (2.2, 3.0).
+scripts/test-haproxy-versions.sh || status=$?
 if [ -s "$skipped" ]; then
   echo
   echo "==== tests that did not run ===="

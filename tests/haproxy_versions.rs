@@ -111,7 +111,13 @@ fn an_haproxy_older_than_2_2_is_refused_at_start_naming_both_versions() {
     cfg.driver = "haproxy".to_string();
     cfg.haproxy = Some(format!("binary = \"{}\"\n", old.display()));
     std::fs::write(&path, cfg.toml(dir.path())).unwrap();
-    let out = cli(&["check-config", "--config", path.to_str().unwrap()]);
+    // The file names the binary; the variable (set when testing another HAProxy) would
+    // override it.
+    let out = Command::new(worker_bin())
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env_remove("LIBRA_WORKER__HAPROXY__BINARY")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("2.2.0 or newer"), "{stderr}");
