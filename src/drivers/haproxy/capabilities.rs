@@ -66,9 +66,6 @@ pub struct Capabilities {
     /// 2.4 only in experimental mode). Without them nodes are added and removed by a
     /// reload, with health carried over in the server-state file.
     pub dynamic_servers: bool,
-    /// The master CLI's `reload` answers `Success=<0|1>` and the start-up messages (2.7);
-    /// older masters close the connection and the outcome is read from `show proc`.
-    pub reload_answers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +119,6 @@ impl Capabilities {
             keep_alive_safe_reloads: !version.at_least(2, 4) || version.at_least(2, 6),
             httpclient: version.at_least(2, 6),
             dynamic_servers: version.at_least(2, 6),
-            reload_answers: version.at_least(2, 7),
         }
     }
 
@@ -142,7 +138,6 @@ impl Capabilities {
                 "httpclient keywords (no CA store load at each start)",
                 self.httpclient,
             ),
-            ("master CLI reload answers its outcome", self.reload_answers),
         ]
     }
 }
@@ -208,19 +203,18 @@ mod tests {
             !v22.idle_close_on_response
                 && !v22.httpclient
                 && !v22.dynamic_servers
-                && !v22.reload_answers
+               
         );
         let v26 = caps(VV_2_6);
         assert_eq!(v26.version.to_string(), "2.6.12");
         assert!(v26.idle_close_on_response && v26.httpclient && v26.dynamic_servers);
-        assert!(!v26.reload_answers);
         let v30 = caps(VV_3_0);
         assert_eq!(v30.version.to_string(), "3.0.11");
         assert!(
             v30.idle_close_on_response
                 && v30.httpclient
                 && v30.dynamic_servers
-                && v30.reload_answers
+               
         );
     }
 
@@ -266,7 +260,6 @@ mod tests {
         let safe = |major, minor| caps(major, minor).keep_alive_safe_reloads;
         assert!(safe(2, 2) && safe(2, 3) && !safe(2, 4) && !safe(2, 5) && safe(2, 6));
         assert!(!caps(2, 4).dynamic_servers && caps(2, 6).dynamic_servers);
-        assert!(!caps(2, 6).reload_answers && caps(2, 7).reload_answers);
         assert!(caps(3, 0).httpclient && caps(4, 0).dynamic_servers);
     }
 
