@@ -199,23 +199,13 @@ mod tests {
             (v22.version.to_string(), v22.release.as_str()),
             ("2.2.9".into(), "2.2.9-2+deb11u7")
         );
-        assert!(
-            !v22.idle_close_on_response
-                && !v22.httpclient
-                && !v22.dynamic_servers
-               
-        );
+        assert!(!v22.idle_close_on_response && !v22.httpclient && !v22.dynamic_servers);
         let v26 = caps(VV_2_6);
         assert_eq!(v26.version.to_string(), "2.6.12");
         assert!(v26.idle_close_on_response && v26.httpclient && v26.dynamic_servers);
         let v30 = caps(VV_3_0);
         assert_eq!(v30.version.to_string(), "3.0.11");
-        assert!(
-            v30.idle_close_on_response
-                && v30.httpclient
-                && v30.dynamic_servers
-               
-        );
+        assert!(v30.idle_close_on_response && v30.httpclient && v30.dynamic_servers);
     }
 
     #[test]

@@ -26,6 +26,12 @@ use crate::config::{resolve_program, HaproxySettings};
 /// How long a reload may look done but without a new worker before it counts as failed.
 const NEW_WORKER_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an old worker that the next reload would stop (`mworker-max-reloads`) may
+/// take to finish on its own first: a keep-alive client between two requests, or one
+/// waiting for its answer, finishes within it; a database session of hours does not, and
+/// is stopped as the limit says.
+const OLD_WORKER_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a SIGKILLed HAProxy may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
@@ -105,6 +111,9 @@ pub struct Managed {
     timeouts: StepTimeouts,
     /// The master, when this process spawned it: kept to reap it (no zombie).
     child: Option<Child>,
+    /// The configuration's `mworker-max-reloads` (0: none): reloads an old worker lives
+    /// through before the master stops it.
+    max_old_workers: u32,
 }
 
 impl Managed {
@@ -113,6 +122,34 @@ impl Managed {
             paths,
             timeouts: StepTimeouts::default(),
             child: None,
+            max_old_workers: 0,
+        }
+    }
+
+    /// The `mworker-max-reloads` the configuration sets (0: none).
+    pub fn with_max_old_workers(mut self, max_old_workers: u32) -> Self {
+        self.max_old_workers = max_old_workers;
+        self
+    }
+
+    /// In a storm of reloads, the master would stop an old worker at the reload that takes
+    /// it past `mworker-max-reloads`, cutting requests it is still answering. Give such
+    /// workers `OLD_WORKER_GRACE` to finish first (with `idle-close-on-response` each
+    /// keep-alive connection closes after its next answer); returns the process list to
+    /// reload from.
+    fn let_doomed_workers_finish(&self, now: ProcList) -> Result<ProcList, ProcessError> {
+        let limit = self.max_old_workers;
+        let doomed =
+            |list: &ProcList| limit > 0 && list.old_workers.iter().any(|w| w.reloads >= limit);
+        if !doomed(&now) {
+            return Ok(now);
+        }
+        let finished = poll_until(OLD_WORKER_GRACE, POLL_INTERVAL, || {
+            self.show_proc().ok().filter(|list| !doomed(list))
+        });
+        match finished {
+            Some(list) => Ok(list),
+            None => self.show_proc().map_err(ProcessError::MasterCli),
         }
     }
 
@@ -437,6 +474,7 @@ impl Process for Managed {
     fn reload(&mut self) -> Result<(), ProcessError> {
         let pid = self.master_pid().ok_or(ProcessError::NotRunning)?;
         let before = self.show_proc().map_err(ProcessError::MasterCli)?;
+        let before = self.let_doomed_workers_finish(before)?;
         let offset = log_len(&self.paths.log_file);
         if self.master_cli().send_only("reload").is_err() {
             kill(Pid::from_raw(pid as i32), Signal::SIGUSR2)
@@ -618,6 +656,39 @@ mod tests {
             Managed::new(p).start(),
             Err(ProcessError::Spawn { .. })
         ));
+    }
+
+    #[test]
+    fn a_reload_lets_an_old_worker_past_its_limit_finish_its_connection_first() {
+        let mut h = TestHaproxy::new();
+        h.managed = Managed::new(paths(h.dir.path()))
+            .with_timeouts(fast_timeouts())
+            .with_max_old_workers(1);
+        let limited = |h: &TestHaproxy| {
+            let text = config_text(h.dir.path(), &[h.port], h.backend);
+            h.write_config_text(&text.replacen(
+                "global\n",
+                "global\n    mworker-max-reloads 1\n",
+                1,
+            ));
+        };
+        limited(&h);
+        h.start();
+        let mut conn = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        assert_eq!(echo(&mut conn, "first"), "first");
+        // After one reload the connection's worker is old; the next reload takes it past
+        // `mworker-max-reloads 1`, and the master would stop it with the connection open.
+        h.managed.reload().unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let answer = echo(&mut conn, "late");
+            drop(conn);
+            answer
+        });
+        limited(&h);
+        h.managed.reload().unwrap();
+        assert_eq!(late.join().unwrap(), "late");
+        assert!(serves(h.port));
     }
 
     #[test]

@@ -148,9 +148,11 @@ pub trait Process: Send {
 /// The `Process` for these settings.
 pub fn from_settings(settings: &HaproxySettings, timeouts: StepTimeouts) -> Box<dyn Process> {
     match settings.mode {
-        HaproxyMode::Managed => {
-            Box::new(Managed::new(ManagedPaths::from_settings(settings)).with_timeouts(timeouts))
-        }
+        HaproxyMode::Managed => Box::new(
+            Managed::new(ManagedPaths::from_settings(settings))
+                .with_timeouts(timeouts)
+                .with_max_old_workers(settings.max_old_workers),
+        ),
         // The init system's commands need root: behind the privilege prefix.
         HaproxyMode::Service => Box::new(Service::new(
             settings.privileged(&settings.start_cmd),
