@@ -222,6 +222,16 @@ mod tests {
         // A stale socket file with nobody listening: refused, also "not running".
         let path = dir.path().join("stale.sock");
         drop(UnixListener::bind(&path).unwrap());
+        // A process another test forks in the meantime holds a copy of the listener until
+        // it execs; until then connections queue on it instead of being refused.
+        let refused = (0..500).any(|_| {
+            let gone = std::os::unix::net::UnixStream::connect(&path).is_err();
+            if !gone {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            gone
+        });
+        assert!(refused, "the dropped listener still accepts");
         let err = StatsSocket::new(&path, Duration::from_secs(1))
             .command("show info")
             .unwrap_err();
