@@ -31,12 +31,20 @@ pub struct HttpBackend {
     name: String,
     port: u16,
     hits: Arc<AtomicU64>,
+    /// Response bytes written (heads and bodies): what HAProxy's backend `bout` counts.
+    sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl HttpBackend {
     /// Starts a server answering every request `200` with body `<name>`.
     pub fn start(name: &str) -> Result<HttpBackend, BackendError> {
+        Self::start_sized(name, 0)
+    }
+
+    /// As `start`, with the body padded to at least `body_len` bytes (`<name>` then `.`s):
+    /// large answers make the headers HAProxy adds a rounding error in byte counts.
+    pub fn start_sized(name: &str, body_len: usize) -> Result<HttpBackend, BackendError> {
         let listen_err = |source| BackendError::Listen {
             name: name.to_string(),
             source,
@@ -46,15 +54,23 @@ impl HttpBackend {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
-        let (s, h, body) = (stop.clone(), hits.clone(), name.to_string());
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut body = name.to_string();
+        body.extend(std::iter::repeat_n('.', body_len.saturating_sub(name.len())));
+        let counters = Counters {
+            hits: hits.clone(),
+            sent: sent.clone(),
+            stop: stop.clone(),
+        };
         thread::Builder::new()
             .name(format!("backend-{name}"))
-            .spawn(move || accept_loop(listener, body, h, s))
+            .spawn(move || accept_loop(listener, body, counters))
             .map_err(listen_err)?;
         Ok(HttpBackend {
             name: name.to_string(),
             port,
             hits,
+            sent,
             stop,
         })
     }
@@ -71,6 +87,19 @@ impl HttpBackend {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
+
+    /// Response bytes written so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// What the connection threads share with the handle.
+#[derive(Clone)]
+struct Counters {
+    hits: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for HttpBackend {
@@ -79,16 +108,16 @@ impl Drop for HttpBackend {
     }
 }
 
-fn accept_loop(listener: TcpListener, body: String, hits: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: TcpListener, body: String, counters: Counters) {
     let body: Arc<str> = Arc::from(body);
-    while !stop.load(Ordering::Relaxed) {
+    while !counters.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
-                let (b, h, s) = (body.clone(), hits.clone(), stop.clone());
+                let (b, c) = (body.clone(), counters.clone());
                 // A connection we cannot serve is dropped (closed); HAProxy retries it.
                 let _ = thread::Builder::new()
                     .name("backend-conn".into())
-                    .spawn(move || serve(conn, &b, &h, &s));
+                    .spawn(move || serve(conn, &b, &c));
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(2)),
             Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -163,7 +192,8 @@ fn read_head(
     }
 }
 
-fn serve(conn: TcpStream, body: &str, hits: &AtomicU64, stop: &AtomicBool) {
+fn serve(conn: TcpStream, body: &str, counters: &Counters) {
+    let stop = &*counters.stop;
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_nodelay(true);
     let _ = conn.set_read_timeout(Some(STOP_CHECK));
@@ -190,7 +220,10 @@ fn serve(conn: TcpStream, body: &str, hits: &AtomicU64, stop: &AtomicBool) {
         if writer.write_all(response.as_bytes()).is_err() {
             break;
         }
-        hits.fetch_add(1, Ordering::Relaxed);
+        counters.hits.fetch_add(1, Ordering::Relaxed);
+        counters
+            .sent
+            .fetch_add(response.len() as u64, Ordering::Relaxed);
         if head.close {
             break;
         }
@@ -246,6 +279,23 @@ mod tests {
             "closed after the answer"
         );
         assert_eq!(b.hits(), 4);
+    }
+
+    #[test]
+    fn sized_bodies_are_padded_and_counted() {
+        let b = HttpBackend::start_sized("b3", 1000).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", b.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let text = String::from_utf8(got).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body.len(), 1000);
+        assert!(body.starts_with("b3..."), "{body}");
+        assert!(text.contains("Content-Length: 1000\r\n"), "{text}");
+        assert_eq!(b.bytes_sent(), text.len() as u64);
     }
 
     #[test]

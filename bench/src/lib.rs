@@ -28,6 +28,7 @@ pub mod load;
 pub mod procfs;
 pub mod procs;
 pub mod section;
+pub mod soak;
 pub mod standalone;
 pub mod stats;
 pub mod steps;
@@ -89,11 +90,17 @@ pub struct BenchArgs {
     /// HAProxy-driver worker of its own while UPDATEs change nodes or force reloads.
     #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file"])]
     pub zero_drop: bool,
+    /// Ten minutes (`--quick`: one) of wrk traffic, DISCOVER/STATS at window 16, an
+    /// UPDATE every second and METRICS every 10 s against a HAProxy-driver worker of its
+    /// own: RSS, fds and threads sampled every 10 s, failed requests, METRICS against
+    /// wrk's bytes.
+    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file", "update_latency", "zero_drop"])]
+    pub soak: bool,
     /// Job server, host:port.
-    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop"])]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak"])]
     pub server: Option<String>,
     /// Gearman function to submit to.
-    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop"])]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak"])]
     pub function: Option<String>,
     /// Jobs to submit (measured; the warm-up comes on top).
     #[arg(long, default_value_t = 10_000)]
@@ -105,7 +112,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Submit `{"hpcs_action": ACTION}` (DISCOVER, STATS, ...).
-    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite", "update_latency", "zero_drop"])]
+    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite", "update_latency", "zero_drop", "soak"])]
     pub action: Option<String>,
     /// Submit this file's bytes as every job's body.
     #[arg(long)]
@@ -194,6 +201,14 @@ pub fn main(args: BenchArgs) -> i32 {
     }
     if args.zero_drop {
         return zero_drop::main(args.zero_drop_opts(), args.json);
+    }
+    if args.soak {
+        let duration = if args.quick {
+            soak::QUICK_DURATION
+        } else {
+            soak::DEFAULT_DURATION
+        };
+        return soak::main(soak::SoakOpts { duration }, args.json);
     }
     let body = match (&args.file, &args.action) {
         (Some(path), _) => match std::fs::read(path) {

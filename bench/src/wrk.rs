@@ -70,6 +70,9 @@ pub struct WrkReport {
     pub timeouts: u64,
     /// wrk's "Non-2xx or 3xx responses".
     pub non_2xx_3xx: u64,
+    /// wrk's "N.NNMB read", in bytes (wrk prints three or four significant digits in
+    /// binary units).
+    pub bytes_read: u64,
 }
 
 impl WrkReport {
@@ -220,8 +223,14 @@ pub fn parse(text: &str) -> Result<WrkReport, String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("bad request count in {line:?}"))?;
-            let span = rest.split(',').next().unwrap_or("").trim();
+            let mut parts = rest.split(',');
+            let span = parts.next().unwrap_or("").trim();
             r.seconds = seconds(span).ok_or_else(|| format!("bad duration in {line:?}"))?;
+            let read = parts.next().unwrap_or("").trim();
+            r.bytes_read = read
+                .strip_suffix(" read")
+                .and_then(bytes)
+                .ok_or_else(|| format!("bad byte count in {line:?}"))?;
             found = true;
         } else if let Some(rest) = line.strip_prefix("Socket errors:") {
             for part in rest.split(',') {
@@ -252,6 +261,22 @@ pub fn parse(text: &str) -> Result<WrkReport, String> {
     } else {
         Err("no \"N requests in T\" line".to_string())
     }
+}
+
+/// wrk's byte counts: `512.00B`, `4.56MB`, `1.02GB` (binary units).
+fn bytes(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let factor: f64 = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * factor).round() as u64)
 }
 
 /// wrk's run time: `20.01s`, `1.50m`, `1.00h`, `950.00ms`.
@@ -290,6 +315,7 @@ Transfer/sec:      1.14MB
         let r = parse(CLEAN).unwrap();
         assert_eq!(r.requests, 54956);
         assert!((r.seconds - 4.01).abs() < 1e-9);
+        assert_eq!(r.bytes_read, (4.56f64 * 1024.0 * 1024.0).round() as u64);
         assert_eq!(r.failed(), 0);
     }
 
