@@ -382,3 +382,71 @@ fn a_node_removed_while_busy_comes_back_without_a_reload() {
     let stats = a.action("STATS");
     assert_eq!(stats["nodes"].as_array().unwrap().len(), 2, "{stats}");
 }
+
+/// A reload under load takes a while, and the process it replaces serves all the while.
+/// Here the worker pauses 1.5 s between banking that process's counters and reloading
+/// (a `failpoints` sleep at `apply-before-reload`); the requests served in that window
+/// are billed, once.
+#[cfg(feature = "failpoints")]
+#[test]
+fn bytes_served_while_a_reload_runs_are_billed() {
+    let a = Appliance::start_with(|cfg| {
+        cfg.env = vec![(
+            "FAILPOINTS".to_string(),
+            "apply-before-reload=sleep(1500)".to_string(),
+        )];
+    });
+    let b = Backend::http("b");
+    let port = free_port();
+    let lb = |timeout: u32| {
+        let mut l = http_lb(port, vec![node(1, &b)]);
+        l["options"] = json!({"client_timeout": timeout});
+        json!([l])
+    };
+    assert!(passed(&a.update(lb(30_000))));
+    let http_bytes = |v: &Value| -> u64 {
+        v["loadBalancers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["protocol"] == "http"))
+            .and_then(|l| l["bytes_out"].as_u64())
+            .unwrap_or_else(|| panic!("no http bytes_out: {v}"))
+    };
+    // The size of one answer, as HAProxy counts it.
+    assert!(passed(&a.action("METRICS")));
+    for _ in 0..10 {
+        assert_eq!(http_get(port, None).unwrap().0, 200);
+    }
+    let ten = http_bytes(&a.action("METRICS"));
+    assert!(ten > 0 && ten % 10 == 0, "ten equal answers: {ten}");
+    let per_answer = ten / 10;
+
+    let update = {
+        let (addr, function, body) = (
+            a.g.addr(),
+            a.w.function().to_string(),
+            json!({"hpcs_action": "UPDATE", "loadBalancers": lb(31_000)}),
+        );
+        std::thread::spawn(move || submit(&addr, &function, &body))
+    };
+    // The new file is in place before the pause: from then on until the reload, the old
+    // process serves.
+    assert!(
+        wait_until(Duration::from_secs(20), || String::from_utf8_lossy(
+            &a.live_config()
+        )
+        .contains("timeout client 31000ms")),
+        "the UPDATE never reached the swap"
+    );
+    for _ in 0..20 {
+        assert_eq!(http_get(port, None).unwrap().0, 200);
+    }
+    let answer = update.join().unwrap();
+    assert!(passed(&answer), "{answer}");
+    let billed = http_bytes(&a.action("METRICS"));
+    assert_eq!(
+        billed,
+        20 * per_answer,
+        "20 answers of {per_answer} bytes, served around a reload\n{}",
+        a.w.log()
+    );
+}

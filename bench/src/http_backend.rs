@@ -56,7 +56,10 @@ impl HttpBackend {
         let hits = Arc::new(AtomicU64::new(0));
         let sent = Arc::new(AtomicU64::new(0));
         let mut body = name.to_string();
-        body.extend(std::iter::repeat_n('.', body_len.saturating_sub(name.len())));
+        body.extend(std::iter::repeat_n(
+            '.',
+            body_len.saturating_sub(name.len()),
+        ));
         let counters = Counters {
             hits: hits.clone(),
             sent: sent.clone(),

@@ -9,6 +9,7 @@ use slog::{error, warn};
 
 use super::error::{HaproxyError, Result};
 use super::model::Model;
+use super::runtime_api::session::CliSession;
 use super::{command, files, process, render, runtime, HaproxyDriver};
 use crate::config::HaproxyMode;
 use crate::drivers::Protocol;
@@ -189,7 +190,9 @@ impl HaproxyDriver {
         crash_point!("apply-candidate-checked");
         let running = self.process.is_running();
         self.check_ports(&next)?;
+        let mut retiring = None;
         if running {
+            retiring = self.hold_retiring();
             // Node health survives the reload: hand HAProxy the states still valid.
             match self.socket.show_servers_state() {
                 Ok(dump) => {
@@ -202,13 +205,20 @@ impl HaproxyDriver {
             }
             self.save_counters()?;
         }
-        self.swap_and_load(next, text, running)
+        self.swap_and_load(next, text, running, retiring)
     }
 
     /// Puts the checked configuration in place (with its model, so a worker that dies
     /// now restarts knowing what the file says) and has HAProxy load it; on refusal the
     /// previous file and model come back and keep serving.
-    fn swap_and_load(&mut self, next: Model, text: &str, running: bool) -> Result<()> {
+    /// `retiring`: a session on the process the reload replaces.
+    fn swap_and_load(
+        &mut self,
+        next: Model,
+        text: &str,
+        running: bool,
+        retiring: Option<CliSession>,
+    ) -> Result<()> {
         let had_previous = self.live.backup(&self.paths.config, &self.paths.backup)?;
         crash_point!("apply-backup-taken");
         self.live.install(&self.paths.config, text.as_bytes())?;
@@ -225,6 +235,9 @@ impl HaproxyDriver {
             Ok(()) => {
                 crash_point!("apply-after-reload");
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                if let Some(session) = retiring {
+                    self.bank_retired(session);
+                }
                 // The new process was built from the file: nothing is parked any more.
                 self.lingering.clear();
                 let _ = files::remove_if_exists(&self.paths.suspended);

@@ -17,7 +17,7 @@ use super::quote;
 use super::stat_csv::AnswerError;
 
 /// Largest answer accepted (`show stat` of 512 servers is about 400 KiB).
-const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -127,7 +127,7 @@ impl StatsSocket {
         }
     }
 
-    fn connect(&self) -> Result<UnixStream, StatsError> {
+    pub(super) fn connect(&self) -> Result<UnixStream, StatsError> {
         let connect_err = |source: io::Error| {
             if matches!(
                 source.kind(),

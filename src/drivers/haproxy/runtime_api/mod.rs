@@ -1,9 +1,11 @@
 //! HAProxy's runtime API, which the stats socket and the master CLI both speak: the
 //! socket client (`client`), what the driver asks through it (`commands`), and the readers
-//! of HAProxy's answers (`stat_csv`).
+//! of HAProxy's answers (`stat_csv`), and a session of several commands held across a
+//! reload (`session`).
 
 pub(crate) mod client;
 pub(crate) mod commands;
+pub(crate) mod session;
 pub(crate) mod stat_csv;
 
 pub use client::{StatsError, StatsSocket};
