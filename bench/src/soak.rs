@@ -238,7 +238,10 @@ fn run(env: &Env, opts: SoakOpts) -> Result<Section, SoakError> {
             s.haproxy_processes
         );
     }
-    let slope_of = |f: fn(&Sample) -> u64| slope_per_minute(&samples, f);
+    // The first sample is the idle worker before any load: the slopes are those of the
+    // run under load.
+    let loaded = samples.get(1..).unwrap_or_default();
+    let slope_of = |f: fn(&Sample) -> u64| slope_per_minute(loaded, f);
     let slopes = json!({
         "worker_rss_kib_per_min": slope_of(|s| s.worker_rss_kib),
         "worker_fds_per_min": slope_of(|s| s.worker_fds),
@@ -247,7 +250,7 @@ fn run(env: &Env, opts: SoakOpts) -> Result<Section, SoakError> {
     });
     let _ = writeln!(
         md,
-        "\nSlopes (least squares, per minute): worker RSS {:+.1} KiB, fds {:+.2}, threads {:+.2}; \
+        "\nSlopes (least squares over the samples under load, per minute): worker RSS {:+.1} KiB, fds {:+.2}, threads {:+.2}; \
          HAProxy RSS {:+.1} KiB.",
         slope_of(|s| s.worker_rss_kib),
         slope_of(|s| s.worker_fds),
