@@ -190,11 +190,13 @@ fn report_exit(shared: &Shared, pid: u32) {
     }
     // A crash test that needs the housekeeping turn's own restart path blinds the watch.
     fail::fail_point!("haproxy-watch-blind", |_| ());
+    // Queued first, counted next: whoever sees the count and then sends a job knows the
+    // driver takes the report before that job.
+    (shared.sink)(DriverEvent::ProcessExited);
     shared
         .stats
         .watch_exits
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    (shared.sink)(DriverEvent::ProcessExited);
 }
 
 #[cfg(test)]
