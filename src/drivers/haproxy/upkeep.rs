@@ -127,12 +127,14 @@ impl HaproxyDriver {
             "HAProxy is not running; restarting it from the last good configuration";
             "noticed_by" => noticed.name()
         );
-        self.ensure_server_state()?;
-        self.process.start()?;
+        // Counted before the start, as before the watch existed: a client that is served
+        // again already finds the restart counted.
         self.stats.restarts.fetch_add(1, Ordering::Relaxed);
         if noticed == Noticed::ByWatch {
             self.stats.watch_restarts.fetch_add(1, Ordering::Relaxed);
         }
+        self.ensure_server_state()?;
+        self.process.start()?;
         self.stats.set_up(true);
         info!(self.log, "HAProxy restarted");
         Ok(())
