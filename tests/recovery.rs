@@ -25,7 +25,8 @@ fn appliance() -> (Appliance, u16) {
     let mport = free_port();
     let a = Appliance::start_with(|cfg| {
         cfg.metrics_listen = format!("127.0.0.1:{mport}");
-        cfg.env.push((NO_TICKS.0.to_string(), NO_TICKS.1.to_string()));
+        cfg.env
+            .push((NO_TICKS.0.to_string(), NO_TICKS.1.to_string()));
     });
     (a, mport)
 }
@@ -106,9 +107,13 @@ fn a_suspended_or_deleted_load_balancer_is_not_restarted_by_the_watch() {
     wait_counter(&a.w, mport, EXITS, exits + 1);
     let stats = a.action("STATS");
     assert!(!passed(&stats), "{stats}");
-    assert!(!port_open(port), "a suspended load balancer is not restarted");
     assert!(
-        a.w.log().contains("not restarted: the load balancer is suspended or deleted"),
+        !port_open(port),
+        "a suspended load balancer is not restarted"
+    );
+    assert!(
+        a.w.log()
+            .contains("not restarted: the load balancer is suspended or deleted"),
         "{}",
         a.w.log()
     );
@@ -232,7 +237,11 @@ fn after_a_crash_a_down_node_is_down_from_the_first_moment() {
         a.w.log()
     );
     assert!(counter(mport, "libra_worker_haproxy_state_snapshots_total") >= 1);
-    assert_eq!(saved_op_state(&a, 1).as_deref(), Some("2"), "node 1 saved UP");
+    assert_eq!(
+        saved_op_state(&a, 1).as_deref(),
+        Some("2"),
+        "node 1 saved UP"
+    );
     // Master and workers at once: whatever answers on the stats socket next is the new
     // HAProxy.
     let master = master_pid(&a.state_dir());

@@ -387,10 +387,11 @@ impl LoadBalancerDriver for HaproxyDriver {
     }
 
     fn on_event(&mut self, event: DriverEvent) -> DriverResult<()> {
-        Ok(match event {
+        match event {
             DriverEvent::ProcessExited => self.master_exited()?,
             DriverEvent::SnapshotDue => self.snapshot_server_state()?,
-        })
+        }
+        Ok(())
     }
 }
 

@@ -112,13 +112,19 @@ impl HaproxyDriver {
     fn restart(&mut self, noticed: Noticed) -> Result<()> {
         if !self.should_run() {
             if noticed == Noticed::ByWatch {
-                info!(self.log, "HAProxy exited; not restarted: the load balancer is suspended or deleted");
+                info!(
+                    self.log,
+                    "HAProxy exited; not restarted: the load balancer is suspended or deleted"
+                );
             }
             return Ok(());
         }
         if self.settings.mode != HaproxyMode::Managed {
             if self.stats.haproxy_expected_up.load(Ordering::Relaxed) == 1 {
-                warn!(self.log, "HAProxy is not running; its init system restarts it, not the worker");
+                warn!(
+                    self.log,
+                    "HAProxy is not running; its init system restarts it, not the worker"
+                );
             }
             return Ok(());
         }

@@ -130,11 +130,7 @@ fn run(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let target = shared
-            .lock()
-            .target
-            .as_ref()
-            .map(|t| (t.pid, t.fd.clone()));
+        let target = shared.lock().target.as_ref().map(|t| (t.pid, t.fd.clone()));
         match target {
             Some((pid, fd)) => {
                 let exited = match fd {
