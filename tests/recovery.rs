@@ -40,6 +40,21 @@ fn counter(metrics_port: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
 }
 
+/// Waits until the watch's restart number `n` is done: counted (before the start, when
+/// the gauge already says down) and then HAProxy up again, the new master watched.
+fn wait_watch_restart(w: &Worker, mport: u16, n: u64) {
+    wait_counter(w, mport, WATCH_RESTARTS, n);
+    let up = || {
+        let (_, page) = http_get_path(mport, "/metrics").expect("/metrics");
+        page.lines().any(|l| l == "libra_worker_haproxy_up 1")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), up),
+        "HAProxy not up again\n{}",
+        w.log()
+    );
+}
+
 fn wait_counter(w: &Worker, mport: u16, name: &str, at_least: u64) {
     assert!(
         wait_until(Duration::from_secs(20), || counter(mport, name) >= at_least),
@@ -77,7 +92,7 @@ fn a_killed_master_is_restarted_by_the_watch_without_a_housekeeping_turn() {
         let master = master_pid(&a.state_dir());
         // The master alone: its workers exit on their own when it is gone.
         kill(Pid::from_raw(master), Signal::SIGKILL).unwrap();
-        wait_counter(&a.w, mport, WATCH_RESTARTS, round);
+        wait_watch_restart(&a.w, mport, round);
         assert!(
             wait_until(Duration::from_secs(20), || serves(port, "b")),
             "{}",
@@ -123,7 +138,7 @@ fn a_suspended_or_deleted_load_balancer_is_not_restarted_by_the_watch() {
     assert!(serves(port, "b"));
     let master = master_pid(&a.state_dir());
     kill(Pid::from_raw(master), Signal::SIGKILL).unwrap();
-    wait_counter(&a.w, mport, WATCH_RESTARTS, 1);
+    wait_watch_restart(&a.w, mport, 1);
     assert!(wait_until(Duration::from_secs(20), || serves(port, "b")));
 
     // DELETE stops it too; nothing comes back.
@@ -154,7 +169,7 @@ fn a_master_adopted_from_an_earlier_worker_is_watched_too() {
     wait_counter(&w, mport, TURNS, 1);
     assert_eq!(master_pid(&w.dir.path().join("state")), master, "adopted");
     kill(Pid::from_raw(master), Signal::SIGKILL).unwrap();
-    wait_counter(&w, mport, WATCH_RESTARTS, 1);
+    wait_watch_restart(&w, mport, 1);
     assert!(
         wait_until(Duration::from_secs(20), || serves(port, "b")),
         "{}",
@@ -261,7 +276,7 @@ fn after_a_crash_a_down_node_is_down_from_the_first_moment() {
         first.starts_with("DOWN"),
         "node 2 is {first} at the restarted HAProxy's first answer"
     );
-    wait_counter(&a.w, mport, WATCH_RESTARTS, 1);
+    wait_watch_restart(&a.w, mport, 1);
     // And traffic goes to the node that is up.
     for _ in 0..10 {
         assert!(serves(port, "up"));
