@@ -16,7 +16,7 @@ use crate::config::{DriverKind, Settings};
 use crate::drivers::haproxy::capabilities::{Capabilities, CapabilityError};
 use crate::drivers::haproxy::HaproxyDriver;
 use crate::drivers::null::NullDriver;
-use crate::drivers::LoadBalancerDriver;
+use crate::drivers::{EventSink, LoadBalancerDriver};
 use crate::jobs::diagnostics;
 use crate::telemetry::{DriverStats, Telemetry};
 use crate::transport;
@@ -47,10 +47,12 @@ pub enum RunError {
     },
 }
 
-/// Builds the configured driver. Runs on the driver thread.
+/// Builds the configured driver. Runs on the driver thread; `events` queues the driver's
+/// own reports (its watch on HAProxy) for that thread.
 pub fn build_driver(
     settings: &Settings,
     stats: Arc<DriverStats>,
+    events: EventSink,
     log: &Logger,
 ) -> Box<dyn LoadBalancerDriver> {
     match settings.worker.driver {
@@ -59,6 +61,7 @@ pub fn build_driver(
             settings.haproxy.clone(),
             settings.worker.job_timeout,
             stats,
+            Some(events),
             log.new(slog::o!("driver" => "haproxy")),
         )),
     }
@@ -132,7 +135,7 @@ async fn serve(
     let driver_log = log.clone();
     let driver_stats = telemetry.driver.clone();
     let driver = driver::start(
-        move || build_driver(&driver_settings, driver_stats.clone(), &driver_log),
+        move |events| build_driver(&driver_settings, driver_stats.clone(), events, &driver_log),
         telemetry.clone(),
         log.clone(),
     );

@@ -52,11 +52,21 @@ fn counter(metrics_port: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
 }
 
+/// The housekeeping turn's own restart path, the fallback to the watch on the master (and
+/// the only check in service mode): the watch is blinded here (it sees the exit and says
+/// nothing), so that the STATS right after the kill finds HAProxy dead and only an upkeep
+/// turn brings it back. `recovery.rs` tests the watch itself.
 #[test]
 fn haproxy_killed_is_restarted_from_the_last_good_config() {
     let g = Gearmand::start();
     let mport = free_port();
-    let w = haproxy_worker(&g, |cfg| cfg.metrics_listen = format!("127.0.0.1:{mport}"));
+    let w = haproxy_worker(&g, |cfg| {
+        cfg.metrics_listen = format!("127.0.0.1:{mport}");
+        cfg.env.push((
+            "FAILPOINTS".to_string(),
+            "haproxy-watch-blind=return".to_string(),
+        ));
+    });
     let job = |action: &str| submit(&g.addr(), w.function(), &json!({"hpcs_action": action}));
     let b = Backend::http("b");
     let port = free_port();
@@ -94,6 +104,11 @@ fn haproxy_killed_is_restarted_from_the_last_good_config() {
         w.log()
     );
     assert_eq!(counter(mport, "libra_worker_haproxy_restarts_total"), 1);
+    assert_eq!(
+        counter(mport, "libra_worker_haproxy_watch_restarts_total"),
+        0,
+        "the blinded watch restarted nothing"
+    );
     let stats = job("STATS");
     assert!(passed(&stats), "{stats}");
     let restarted = read_pid(&state.join("haproxy.pid")).expect("the new master's pid file");

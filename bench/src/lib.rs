@@ -1,7 +1,8 @@
 //! `libra-bench`: a pipelined Gearman load generator (`load`, `stats`, `procfs`,
 //! `procs`), the worker-against-C-worker comparison (`suite`), and against a HAProxy-driver
 //! worker (`appliance`, `updates`, `client`) the UPDATE latency (`update_latency`, `steps`,
-//! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`).
+//! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`),
+//! and the time a killed HAProxy takes to serve again (`recovery`).
 //! Hand-written: the Gearman load tools that exist submit one job at a time per connection.
 
 /// Writes a line to standard output. A reader that went away (`| head`) is no reason to
@@ -27,6 +28,7 @@ pub mod http_backend;
 pub mod load;
 pub mod procfs;
 pub mod procs;
+pub mod recovery;
 pub mod section;
 pub mod soak;
 pub mod standalone;
@@ -94,13 +96,21 @@ pub struct BenchArgs {
     /// UPDATE every second and METRICS every 10 s against a HAProxy-driver worker of its
     /// own: RSS, fds and threads sampled every 10 s, failed requests, METRICS against
     /// wrk's bytes.
-    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file", "update_latency", "zero_drop"])]
+    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file", "update_latency", "zero_drop", "recovery"])]
     pub soak: bool,
+    /// SIGKILL the HAProxy of a HAProxy-driver worker of its own, --rounds times, and
+    /// measure each time until a new HTTP request through the load balancer is answered;
+    /// print p50/p99/max.
+    #[arg(long, conflicts_with_all = ["suite", "server", "function", "action", "file", "zero_drop", "update_latency"])]
+    pub recovery: bool,
+    /// Recovery: kills (default 20).
+    #[arg(long, default_value_t = recovery::DEFAULT_ROUNDS)]
+    pub rounds: usize,
     /// Job server, host:port.
-    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak"])]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak", "recovery"])]
     pub server: Option<String>,
     /// Gearman function to submit to.
-    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak"])]
+    #[arg(long, required_unless_present_any = ["suite", "update_latency", "zero_drop", "soak", "recovery"])]
     pub function: Option<String>,
     /// Jobs to submit (measured; the warm-up comes on top).
     #[arg(long, default_value_t = 10_000)]
@@ -112,7 +122,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Submit `{"hpcs_action": ACTION}` (DISCOVER, STATS, ...).
-    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite", "update_latency", "zero_drop", "soak"])]
+    #[arg(long, conflicts_with = "file", required_unless_present_any = ["file", "suite", "update_latency", "zero_drop", "soak", "recovery"])]
     pub action: Option<String>,
     /// Submit this file's bytes as every job's body.
     #[arg(long)]
@@ -209,6 +219,9 @@ pub fn main(args: BenchArgs) -> i32 {
             soak::DEFAULT_DURATION
         };
         return soak::main(soak::SoakOpts { duration }, args.json);
+    }
+    if args.recovery {
+        return recovery::main(args.rounds, args.json);
     }
     let body = match (&args.file, &args.action) {
         (Some(path), _) => match std::fs::read(path) {

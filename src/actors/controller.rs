@@ -145,6 +145,9 @@ impl ControllerActor {
 
     /// Gives the driver an upkeep turn when it has had nothing to do for a while.
     fn housekeeping_if_idle(&mut self, ctx: &mut Context<Self>) {
+        // A test that must see the watch on HAProxy at work, and nothing else, turns the
+        // periodic turns off (the first one, at start, still runs).
+        fail::fail_point!("housekeeping-idle-off", |_| ());
         if !self.busy
             && self.queue.is_empty()
             && self.last_driver_turn.elapsed() >= HOUSEKEEPING_INTERVAL

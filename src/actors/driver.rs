@@ -1,13 +1,17 @@
 //! `DriverActor`: the only owner of the appliance state. It runs on its own thread
 //! (a one-thread `SyncArbiter`), so HAProxy checks, reloads, socket and file I/O block
-//! that thread and never the arbiter that runs the Gearman connections.
+//! that thread and never the arbiter that runs the Gearman connections. Besides the
+//! controller's commands it takes the driver's own reports (`Event`: HAProxy's master
+//! exited, a node-health snapshot is due), sent from the driver's watch thread through
+//! the `EventSink` given to the driver when it is built: one mailbox, one thread, so a
+//! restart is never run alongside an UPDATE's apply.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
-use slog::{debug, Logger};
+use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext, WeakAddr};
+use slog::{debug, warn, Logger};
 
-use crate::drivers::{Command, DriverResult, LoadBalancerDriver, Reply};
+use crate::drivers::{Command, DriverEvent, DriverResult, EventSink, LoadBalancerDriver, Reply};
 use crate::telemetry::{Telemetry, Ticket};
 
 /// Runs one driver command; the controller sends these one at a time, in job order.
@@ -44,6 +48,25 @@ impl Handler<Execute> for DriverActor {
     }
 }
 
+/// A report of the driver's own watch, run between commands.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Event(pub DriverEvent);
+
+impl Handler<Event> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Event, _ctx: &mut SyncContext<Self>) {
+        let started = std::time::Instant::now();
+        match self.driver.on_event(msg.0) {
+            Ok(()) => {
+                debug!(self.log, "driver event done"; "event" => ?msg.0, "ms" => started.elapsed().as_millis() as u64)
+            }
+            Err(e) => warn!(self.log, "driver event failed"; "event" => ?msg.0, "error" => %e),
+        }
+    }
+}
+
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Update(_) => "update",
@@ -58,21 +81,34 @@ fn command_name(c: &Command) -> &'static str {
 }
 
 /// Starts the driver thread. `build` makes the driver; it runs on that thread, again if
-/// the thread ever has to be restarted.
+/// the thread ever has to be restarted. It is given the `EventSink` that queues the
+/// driver's own reports in this actor's mailbox.
 pub fn start<F>(build: F, telemetry: Arc<Telemetry>, log: Logger) -> Addr<DriverActor>
 where
-    F: Fn() -> Box<dyn LoadBalancerDriver> + Send + Sync + 'static,
+    F: Fn(EventSink) -> Box<dyn LoadBalancerDriver> + Send + Sync + 'static,
 {
+    // The address exists only once the arbiter runs; the driver arms its watch only while
+    // running a command, which comes later still. Weak: the driver holding its own
+    // actor's address must not keep the actor alive.
+    let slot: Arc<OnceLock<WeakAddr<DriverActor>>> = Arc::new(OnceLock::new());
+    let reports = slot.clone();
+    let sink: EventSink = Arc::new(move |event| {
+        if let Some(addr) = reports.get().and_then(WeakAddr::upgrade) {
+            addr.do_send(Event(event));
+        }
+    });
     let build = Arc::new(Mutex::new(build));
-    SyncArbiter::start(1, move || {
+    let addr = SyncArbiter::start(1, move || {
         let driver = match build.lock() {
-            Ok(make) => make(),
-            Err(poisoned) => (poisoned.into_inner())(),
+            Ok(make) => make(sink.clone()),
+            Err(poisoned) => (poisoned.into_inner())(sink.clone()),
         };
         DriverActor {
             driver,
             telemetry: telemetry.clone(),
             log: log.new(slog::o!("actor" => "driver")),
         }
-    })
+    });
+    let _ = slot.set(addr.downgrade());
+    addr
 }

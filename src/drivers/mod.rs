@@ -39,6 +39,20 @@ impl DriverError {
 
 pub type DriverResult<T> = Result<T, DriverError>;
 
+/// Something a driver noticed between jobs that needs a turn on its own thread, in order
+/// with the jobs (a restart must never race an UPDATE's apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverEvent {
+    /// The process the driver runs (HAProxy's master) exited.
+    ProcessExited,
+    /// Time to save what the appliance would lose in a crash (node health).
+    SnapshotDue,
+}
+
+/// How a driver reaches the layer above it: a callback that layer provides, callable from
+/// any thread and never blocking, that queues a `DriverEvent` for the driver's thread.
+pub type EventSink = std::sync::Arc<dyn Fn(DriverEvent) + Send + Sync>;
+
 /// A load-balancer appliance. Calls arrive one at a time, in job order, on a thread
 /// where blocking is allowed.
 ///
@@ -116,6 +130,12 @@ pub trait LoadBalancerDriver: Send {
 
     /// Periodic upkeep between jobs (for example restarting a crashed process).
     fn housekeeping(&mut self) -> DriverResult<()> {
+        Ok(())
+    }
+
+    /// Handles what the driver's own watch reported through its `EventSink`; runs on the
+    /// driver's thread, between jobs.
+    fn on_event(&mut self, _event: DriverEvent) -> DriverResult<()> {
         Ok(())
     }
 }

@@ -13,7 +13,14 @@ pub struct DriverStats {
     pub runtime_applies: AtomicU64,
     pub runtime_fallbacks: AtomicU64,
     pub validation_failures: AtomicU64,
+    /// Restarts of a HAProxy that had died, by either trigger.
     pub restarts: AtomicU64,
+    /// Of those, the restarts the watch on HAProxy's master triggered.
+    pub watch_restarts: AtomicU64,
+    /// Exits of HAProxy's master the watch reported (stops the driver made included).
+    pub watch_exits: AtomicU64,
+    /// Node-health snapshots written to the server-state file between reloads.
+    pub state_snapshots: AtomicU64,
     /// 1 running, 0 stopped, -1 unknown (no check yet, or no HAProxy driver).
     pub haproxy_up: AtomicI64,
     /// What the last job left: 1 should be running, 0 should be stopped, -1 no opinion.
@@ -29,6 +36,9 @@ impl Default for DriverStats {
             runtime_fallbacks: AtomicU64::new(0),
             validation_failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            watch_restarts: AtomicU64::new(0),
+            watch_exits: AtomicU64::new(0),
+            state_snapshots: AtomicU64::new(0),
             haproxy_up: AtomicI64::new(-1),
             haproxy_expected_up: AtomicI64::new(-1),
         }

@@ -275,6 +275,21 @@ pub fn render(t: &Telemetry) -> String {
             d.restarts.load(Ordering::Relaxed),
         ),
         (
+            "libra_worker_haproxy_watch_restarts_total",
+            "Of those, restarts the watch on HAProxy's master triggered (at once, not at a housekeeping turn).",
+            d.watch_restarts.load(Ordering::Relaxed),
+        ),
+        (
+            "libra_worker_haproxy_watch_exits_total",
+            "Exits of HAProxy's master the watch reported (the driver's own stops included).",
+            d.watch_exits.load(Ordering::Relaxed),
+        ),
+        (
+            "libra_worker_haproxy_state_snapshots_total",
+            "Node-health snapshots written to the server-state file between reloads.",
+            d.state_snapshots.load(Ordering::Relaxed),
+        ),
+        (
             "libra_worker_driver_housekeeping_total",
             "Upkeep turns the driver finished (restarting a dead HAProxy, sweeping drained servers).",
             t.housekeeping.load(Ordering::Relaxed),

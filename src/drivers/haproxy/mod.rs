@@ -5,6 +5,7 @@
 //! `runtime_api` (the stats-socket client, its commands and answers) and `runtime` (node
 //! changes through it); `capabilities` (what the HAProxy binary can do); `files`,
 //! `live_files`, `paths` (where everything lives); `billing` and `ledger` (METRICS);
+//! `snapshot` (node health saved between reloads, for a restart after a crash);
 //! `archive`; `error`.
 
 /// A named step of the apply path where a crash test can make the worker die, exactly
@@ -33,6 +34,7 @@ pub(crate) mod process;
 pub(crate) mod render;
 pub(crate) mod runtime;
 pub(crate) mod runtime_api;
+mod snapshot;
 pub(crate) mod sudoers;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -49,14 +51,13 @@ use self::ledger::Ledger;
 use self::live_files::LiveFiles;
 use self::model::Model;
 use self::paths::Paths;
-use self::process::{Process, StepTimeouts};
+use self::process::{Process, StepTimeouts, Watch};
 use self::render::{LogTarget, RenderEnv};
 use self::runtime_api::StatsSocket;
 use crate::config::{HaproxyMode, HaproxySettings};
-use crate::drivers::DriverStats;
 use crate::drivers::{
-    Algorithm, ArchiveTarget, DriverResult, LoadBalancerDriver, Monitor, Node, NodeStatus,
-    Protocol, Statistics, Timeouts as LbTimeouts,
+    Algorithm, ArchiveTarget, DriverEvent, DriverResult, DriverStats, EventSink,
+    LoadBalancerDriver, Monitor, Node, NodeStatus, Protocol, Statistics, Timeouts as LbTimeouts,
 };
 
 pub(crate) struct HaproxyDriver {
@@ -81,17 +82,30 @@ pub(crate) struct HaproxyDriver {
     cookie_key: Option<String>,
     /// What the HAProxy binary can do, with the stamp of the binary it was asked of.
     capabilities: Option<(Option<BinaryStamp>, Capabilities)>,
+    /// The thread that reports the master's exit and the snapshot clock (`process::watch`);
+    /// `None` without an `EventSink` (then only housekeeping restarts HAProxy).
+    watch: Option<Watch>,
 }
 
 impl HaproxyDriver {
+    /// `events`: where the watch on HAProxy reports (see `on_event`); the actor layer
+    /// provides it.
     pub fn new(
         settings: HaproxySettings,
         job_timeout: Duration,
         stats: Arc<DriverStats>,
+        events: Option<EventSink>,
         log: Logger,
     ) -> Self {
         let timeouts = timeouts_for(job_timeout);
-        let process = process::from_settings(&settings, timeouts);
+        let watch = events.and_then(|sink| match Watch::start(sink, stats.clone(), true) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                warn!(log, "cannot start the watch on HAProxy; only housekeeping restarts it"; "error" => %e);
+                None
+            }
+        });
+        let process = process::from_settings(&settings, timeouts, watch.clone());
         let socket = StatsSocket::new(&settings.stats_socket, timeouts.cli);
         let live = live_files_for(&settings, timeouts.command);
         HaproxyDriver {
@@ -110,6 +124,7 @@ impl HaproxyDriver {
             lingering: runtime::ParkedServers::new(),
             cookie_key: None,
             capabilities: None,
+            watch,
         }
     }
 
@@ -369,6 +384,14 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn housekeeping(&mut self) -> DriverResult<()> {
         Ok(self.upkeep()?)
+    }
+
+    fn on_event(&mut self, event: DriverEvent) -> DriverResult<()> {
+        match event {
+            DriverEvent::ProcessExited => self.master_exited()?,
+            DriverEvent::SnapshotDue => self.snapshot_server_state()?,
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use super::super::runtime_api::StatsSocket;
 use super::poll::{poll_until, POLL_INTERVAL};
 use super::procfs::{alive, cmdline_has, read_pid_file};
 use super::show_proc::{show_proc, ProcList, ShowProcError, WorkerProc};
+use super::watch::Watch;
 use super::{Process, ProcessError, StepTimeouts};
 use crate::config::{resolve_program, HaproxySettings};
 
@@ -114,6 +115,8 @@ pub struct Managed {
     /// The configuration's `mworker-max-reloads` (0: none): reloads an old worker lives
     /// through before the master stops it.
     max_old_workers: u32,
+    /// Told of every master started or adopted, to report its exit at once.
+    watch: Option<Watch>,
 }
 
 impl Managed {
@@ -123,6 +126,23 @@ impl Managed {
             timeouts: StepTimeouts::default(),
             child: None,
             max_old_workers: 0,
+            watch: None,
+        }
+    }
+
+    /// The watch to arm on every master this starts or adopts.
+    pub fn with_watch(mut self, watch: Option<Watch>) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Has the watch follow master `pid`, known to be alive and ours just now. Stops are
+    /// not hidden from it: the driver decides what an exit means.
+    fn arm(&self, pid: u32) {
+        if let Some(watch) = &self.watch {
+            if watch.watching() != Some(pid) {
+                watch.arm(pid);
+            }
         }
     }
 
@@ -464,11 +484,14 @@ impl Process for Managed {
     fn start(&mut self) -> Result<(), ProcessError> {
         if let Some(pid) = self.master_pid() {
             if self.wait_adopted(pid)? {
+                self.arm(pid);
                 return Ok(());
             }
         }
         let (pid, offset) = self.spawn()?;
-        self.wait_ready(pid, offset)
+        self.wait_ready(pid, offset)?;
+        self.arm(pid);
+        Ok(())
     }
 
     fn reload(&mut self) -> Result<(), ProcessError> {
@@ -524,6 +547,14 @@ impl Process for Managed {
 
     fn stop(&mut self) -> Result<(), ProcessError> {
         self.stop_master().map(|_| ())
+    }
+
+    fn watch_master(&mut self) {
+        if self.watch.is_some() {
+            if let Some(pid) = self.master_pid() {
+                self.arm(pid);
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! starting, reloading and stopping it either ourselves (`managed`: master-worker mode under
 //! the state dir, HAProxy outliving the worker) or through the init system's commands
 //! (`service`). Both sit behind the `Process` trait so the driver does not care which one
-//! runs; both wait through `poll` and read processes through `procfs`.
+//! runs; both wait through `poll` and read processes through `procfs`. `watch` notices a
+//! managed master's exit at once and keeps the clock of the node-health snapshots.
 
 pub(crate) mod check;
 pub(crate) mod managed;
@@ -10,6 +11,7 @@ pub(crate) mod poll;
 pub(crate) mod procfs;
 pub(crate) mod service;
 pub(crate) mod show_proc;
+pub(crate) mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -27,6 +29,7 @@ pub use managed::{stop_by_state_dir, Managed, ManagedPaths};
 pub use procfs::alive;
 pub use service::Service;
 pub use show_proc::{show_proc, MasterProc, ProcList, ShowProcError, WorkerProc};
+pub use watch::Watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -143,15 +146,24 @@ pub trait Process: Send {
     fn reload(&mut self) -> Result<(), ProcessError>;
     /// Stops HAProxy; once Ok, its ports refuse connections. Ok if it was not running.
     fn stop(&mut self) -> Result<(), ProcessError>;
+    /// Makes sure the watch (if any) watches the running master, e.g. one adopted from an
+    /// earlier worker process. Service mode has no master of its own to watch.
+    fn watch_master(&mut self) {}
 }
 
-/// The `Process` for these settings.
-pub fn from_settings(settings: &HaproxySettings, timeouts: StepTimeouts) -> Box<dyn Process> {
+/// The `Process` for these settings; in managed mode `watch` (if any) is armed on every
+/// master it starts or adopts.
+pub fn from_settings(
+    settings: &HaproxySettings,
+    timeouts: StepTimeouts,
+    watch: Option<Watch>,
+) -> Box<dyn Process> {
     match settings.mode {
         HaproxyMode::Managed => Box::new(
             Managed::new(ManagedPaths::from_settings(settings))
                 .with_timeouts(timeouts)
-                .with_max_old_workers(settings.max_old_workers),
+                .with_max_old_workers(settings.max_old_workers)
+                .with_watch(watch),
         ),
         // The init system's commands need root: behind the privilege prefix.
         HaproxyMode::Service => Box::new(Service::new(
