@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {

@@ -81,6 +81,8 @@ pub(crate) struct HaproxyDriver {
     cookie_key: Option<String>,
     /// What the HAProxy binary can do, with the stamp of the binary it was asked of.
     capabilities: Option<(Option<BinaryStamp>, Capabilities)>,
+    /// Where the UPDATE under way spends its time (`apply::StepClock`), logged at debug.
+    clock: apply::StepClock,
 }
 
 impl HaproxyDriver {
@@ -110,6 +112,7 @@ impl HaproxyDriver {
             lingering: runtime::ParkedServers::new(),
             cookie_key: None,
             capabilities: None,
+            clock: apply::StepClock::default(),
         }
     }
 
@@ -315,6 +318,7 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn init(&mut self) -> DriverResult<()> {
         self.pending = Model::new();
+        self.clock.start();
         Ok(())
     }
 
@@ -340,7 +344,11 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn create(&mut self) -> DriverResult<()> {
         let next = std::mem::take(&mut self.pending);
-        Ok(self.apply(next)?)
+        // From `init` to here: the model built and checked node by node.
+        self.clock.lap("validate");
+        let result = self.apply(next);
+        slog::debug!(self.log, "update steps"; "us" => self.clock.take());
+        Ok(result?)
     }
 
     fn suspend(&mut self) -> DriverResult<()> {

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::HaproxyMode;
 use crate::drivers::haproxy::process::validate;
