@@ -409,7 +409,10 @@ fn verdict(met: bool) -> &'static str {
 
 fn markdown(reports: &[SizeReport], updates: usize, backends: &LoopbackBackends) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "### Scale: UPDATE latency by node count (HAProxy driver)\n");
+    let _ = writeln!(
+        md,
+        "### Scale: UPDATE latency by node count (HAProxy driver)\n"
+    );
     let _ = writeln!(
         md,
         "Per size, a worker of its own with an appliance of two load balancers (HTTP and TCP) of \
@@ -482,9 +485,9 @@ fn markdown(reports: &[SizeReport], updates: usize, backends: &LoopbackBackends)
             let cells: Vec<String> = STEPS
                 .iter()
                 .map(|s| {
-                    row.steps
-                        .get(*s)
-                        .map_or("n/a".to_string(), |(p50, p99)| format!("{p50:.1} / {p99:.1}"))
+                    row.steps.get(*s).map_or("n/a".to_string(), |(p50, p99)| {
+                        format!("{p50:.1} / {p99:.1}")
+                    })
                 })
                 .collect();
             let short = row.kind.split(':').next().unwrap_or(&row.kind);

@@ -377,6 +377,65 @@ mod tests {
         .unwrap()
     }
 
+    /// The models of a batch at `n` nodes: a third of `changed` removed, a third
+    /// re-weighted, the rest added.
+    fn batch_models(n: u32, changed: u32) -> (Model, Model) {
+        let ip = |i: u32| {
+            let [_, a, b, c] = i.to_be_bytes();
+            format!("10.{a}.{b}.{c}")
+        };
+        let live = model(
+            (1..=n)
+                .map(|i| node(&i.to_string(), &ip(i), 80, 1, false))
+                .collect(),
+        );
+        let third = changed / 3;
+        let next = model(
+            (third + 1..=n)
+                .map(|i| {
+                    node(
+                        &i.to_string(),
+                        &ip(i),
+                        80,
+                        if i <= 2 * third { 2 } else { 1 },
+                        false,
+                    )
+                })
+                .chain(
+                    (1..=changed - 2 * third)
+                        .map(|k| node(&format!("new-{k}"), &ip(n + k), 80, 1, false)),
+                )
+                .collect(),
+        );
+        (live, next)
+    }
+
+    #[test]
+    fn building_and_planning_are_linear_in_the_nodes() {
+        // Work counted as node-id comparisons, not time: a scan per node (what the model
+        // and the plan did before) makes 10x the nodes 100x the comparisons.
+        let work = |n: u32| {
+            crate::drivers::types::id_comparisons::take();
+            let (live, next) = batch_models(n, n / 10);
+            let built = crate::drivers::types::id_comparisons::take();
+            let steps = plan(&live, &next, &ParkedServers::new(), true).unwrap();
+            assert_eq!(steps.len() as u32, n / 10);
+            (built, crate::drivers::types::id_comparisons::take())
+        };
+        let (built_1k, planned_1k) = work(1_000);
+        let (built_10k, planned_10k) = work(10_000);
+        assert!(
+            built_10k <= 12 * built_1k.max(100),
+            "{built_1k} -> {built_10k}"
+        );
+        assert!(
+            planned_10k <= 12 * planned_1k.max(100),
+            "{planned_1k} -> {planned_10k}"
+        );
+        // About one comparison per node (a hash hit), not one per pair.
+        assert!(planned_10k < 5 * 20_000, "{planned_10k}");
+    }
+
     #[test]
     fn plans_adds_then_sets_then_removes() {
         let live = model(vec![
