@@ -41,6 +41,9 @@ pub enum LogLevel {
     Warning,
     /// Driver command durations, as JSON lines the bench reads back.
     DebugJson,
+    /// One line per job and the driver's `update steps`, as JSON lines: what a big job
+    /// costs without debug's copies of every request and answer.
+    InfoJson,
 }
 
 /// A running HAProxy-driver worker, and the HAProxy it manages once an UPDATE has
@@ -82,6 +85,7 @@ impl HaproxyWorker {
         let (level_name, format) = match level {
             LogLevel::Warning => ("warning", "term"),
             LogLevel::DebugJson => ("debug", "json"),
+            LogLevel::InfoJson => ("info", "json"),
         };
         let text = format!(
             "[gearman]\nservers = [\"{gearmand}\"]\nreconnect_sleep = 1\n\n\

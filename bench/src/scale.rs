@@ -6,7 +6,7 @@
 //! structural change (`haproxy -c` + reload), and STATS. Then the floor of a structural
 //! change, measured directly against a copy of the same HAProxy file (`haproxy -c`, then
 //! a reload until the new worker answers), the worker's memory, and where the time goes
-//! per step: the driver's own `update steps` debug line per UPDATE, and the job parser
+//! per step: the driver's own `update steps` line per UPDATE (the worker logs at info), and the job parser
 //! run by the bench on the same bodies.
 
 use std::collections::BTreeMap;
@@ -189,7 +189,7 @@ fn run_size(
         &env.gearmand,
         env.dir,
         &function,
-        LogLevel::DebugJson,
+        LogLevel::InfoJson,
         &limits_text,
     )?;
     let layout = ScaleLayout {
@@ -473,7 +473,7 @@ fn markdown(reports: &[SizeReport], updates: usize, backends: &LoopbackBackends)
         md,
         "\n#### Where the time goes (p50 / p99 ms per step)\n\n\
          parse: the worker's job parser on the row's body, run by the bench (p50 of 5); the \
-         others: the driver's `update steps` debug line of each measured UPDATE (validate = \
+         others: the driver's `update steps` line of each measured UPDATE (validate = \
          the model built node by node, diff = the runtime plan, write = files and markers, \
          runtime = the pipelined runtime-API session, state = ports, server states and \
          counters before a reload).\n"
