@@ -1,5 +1,5 @@
-//! The UPDATE jobs of the scale bench: an appliance of two load balancers (HTTP and TCP)
-//! of N nodes each, every node a distinct loopback address on the backends' one port, and
+//! The UPDATE jobs of the scale bench: an appliance of two load balancers, HTTP of N nodes
+//! and TCP of N/10 (`scale` says why not N), every node a distinct loopback address on the backends' one port, and
 //! the changes measured against it: one node added or removed, one node re-weighted (the
 //! runtime API, no reload), a batch of servers added, removed and re-weighted at once, and
 //! a structural change (an HTTP option, `haproxy -c` + reload). The bodies are written as
@@ -38,8 +38,10 @@ pub struct Change {
 pub struct ScaleLayout {
     pub http_port: u16,
     pub tcp_port: u16,
-    /// Nodes per load balancer.
+    /// Nodes of the HTTP load balancer (every change measured is made to it).
     pub nodes: u32,
+    /// Nodes of the TCP load balancer.
+    pub tcp_nodes: u32,
     pub backend_port: u16,
     /// Nodes get distinct loopback addresses (else all `127.0.0.1`).
     pub spread: bool,
@@ -138,7 +140,7 @@ impl ScaleLayout {
             r#"]}},{{"name":"scale-tcp","protocol":"TCP","port":{},"nodes":["#,
             self.tcp_port
         );
-        for id in n + 1..=2 * n {
+        for id in n + 1..=n + self.tcp_nodes {
             node(&mut text, id, id, 1);
         }
         text.pop();
@@ -157,6 +159,7 @@ mod tests {
             http_port: 8080,
             tcp_port: 8443,
             nodes,
+            tcp_nodes: nodes,
             backend_port: 9000,
             spread: true,
         }

@@ -75,7 +75,7 @@ impl HaproxyDriver {
             return Err(HaproxyError::Deleted);
         }
         // One round trip: the stats socket answers only while HAProxy runs.
-        let rows = match self.socket.show_stat() {
+        let rows = match self.socket.show_stat_servers() {
             Ok(rows) => rows,
             // No socket, or one that went away mid-answer because HAProxy died: say so,
             // not how the socket failed.

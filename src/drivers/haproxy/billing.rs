@@ -74,7 +74,7 @@ impl HaproxyDriver {
             .get("Pid")
             .and_then(|p| p.parse().ok())
             .ok_or(HaproxyError::NoPid)?;
-        let rows = self.socket.show_stat()?;
+        let rows = self.socket.show_stat_backends()?;
         let protocols: Vec<Protocol> = match &self.applied {
             Some(m) => m.load_balancers().iter().map(|lb| lb.protocol).collect(),
             None => vec![Protocol::Http, Protocol::Tcp],

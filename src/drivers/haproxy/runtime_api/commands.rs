@@ -23,6 +23,19 @@ impl StatsSocket {
         self.read("show stat", parse_stat)
     }
 
+    /// `show stat` of the backends' own rows only (`BACKEND`, no server): what billing
+    /// reads, two rows instead of one per server.
+    pub(crate) fn show_stat_backends(&self) -> Result<Vec<StatRow>, StatsError> {
+        // `-1 <types> -1`: every proxy, type 2 = backends (1 frontends, 4 servers), every
+        // server; the same on 2.2, 2.6 and 3.0.
+        self.read("show stat -1 2 -1", parse_stat)
+    }
+
+    /// `show stat` of the server rows only: what STATS reads.
+    pub(crate) fn show_stat_servers(&self) -> Result<Vec<StatRow>, StatsError> {
+        self.read("show stat -1 4 -1", parse_stat)
+    }
+
     /// `show info`: `Pid`, `Uptime_sec`, `CurrConns`, ... as text.
     pub fn show_info(&self) -> Result<BTreeMap<String, String>, StatsError> {
         self.read("show info", parse_info)
