@@ -151,8 +151,12 @@ fn raise_fd_limit() {
     }
 }
 
-/// The kinds of UPDATE of one size: label, the change of its i-th UPDATE, p99 target.
-fn kinds(size: u32) -> Vec<(String, Box<dyn Fn(usize) -> Change>, Option<f64>)> {
+/// A kind of UPDATE: label, the change of its i-th UPDATE, p99 target (None: from the
+/// floor).
+type Kind = (String, Box<dyn Fn(usize) -> Change>, Option<f64>);
+
+/// The kinds of UPDATE of one size.
+fn kinds(size: u32) -> Vec<Kind> {
     let node_target = if size >= 10_000 {
         NODE_TARGET_10K_MS
     } else {
