@@ -27,7 +27,7 @@ if ! list="$(scripts/haproxy-versions.sh)"; then
   echo "SKIPPED: HAProxy ${versions[*]} tests: scripts/haproxy-versions.sh failed (no network?)" | tee -a "$skipped"
   exit 0
 fi
-tests=(haproxy haproxy_reload haproxy_versions callers dropin crash_points faults recovery metrics job_to_config)
+tests=(haproxy haproxy_reload haproxy_batch haproxy_versions callers dropin crash_points faults recovery metrics job_to_config)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 status=0

@@ -41,6 +41,9 @@ pub enum LogLevel {
     Warning,
     /// Driver command durations, as JSON lines the bench reads back.
     DebugJson,
+    /// One line per job and the driver's `update steps`, as JSON lines: what a big job
+    /// costs without debug's copies of every request and answer.
+    InfoJson,
 }
 
 /// A running HAProxy-driver worker, and the HAProxy it manages once an UPDATE has
@@ -65,10 +68,24 @@ impl HaproxyWorker {
         function: &str,
         level: LogLevel,
     ) -> Result<HaproxyWorker, ApplianceError> {
+        Self::start_with(binary, gearmand, dir, function, level, "")
+    }
+
+    /// As `start`, with `extra` appended to the configuration (sections the base text
+    /// does not have, such as `[limits]`).
+    pub fn start_with(
+        binary: &Path,
+        gearmand: &str,
+        dir: &Path,
+        function: &str,
+        level: LogLevel,
+        extra: &str,
+    ) -> Result<HaproxyWorker, ApplianceError> {
         let log_file = dir.join(format!("{function}.log"));
         let (level_name, format) = match level {
             LogLevel::Warning => ("warning", "term"),
             LogLevel::DebugJson => ("debug", "json"),
+            LogLevel::InfoJson => ("info", "json"),
         };
         let text = format!(
             "[gearman]\nservers = [\"{gearmand}\"]\nreconnect_sleep = 1\n\n\
@@ -76,7 +93,7 @@ impl HaproxyWorker {
              [log]\nlevel = \"{level_name}\"\nformat = \"{format}\"\nfile = \"{log}\"\n\n\
              [haproxy]\nmode = \"managed\"\nbinary = \"{haproxy}\"\nstate_dir = \"{state}\"\n\
              bind_address = \"127.0.0.1\"\n\n\
-             [metrics]\nlisten = \"\"\n",
+             [metrics]\nlisten = \"\"\n{extra}",
             log = log_file.display(),
             haproxy = haproxy_binary_from_env().display(),
             state = dir.join(format!("{function}-state")).display(),

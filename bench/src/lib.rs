@@ -29,6 +29,9 @@ pub mod load;
 pub mod procfs;
 pub mod procs;
 pub mod recovery;
+pub mod scale;
+pub mod scale_backends;
+pub mod scale_layout;
 pub mod section;
 pub mod soak;
 pub mod standalone;
@@ -77,9 +80,13 @@ use load::{Expect, LoadSpec};
 #[command(
     name = "libra-bench",
     version,
-    about = "Load generator and benchmark suite for libra-worker"
+    about = "Load generator and benchmark suite for libra-worker",
+    subcommand_negates_reqs = true
 )]
 pub struct BenchArgs {
+    /// A section with options of its own (`scale`).
+    #[command(subcommand)]
+    pub command: Option<Sub>,
     /// Run the whole comparison: start gearmand, the C worker and libra-worker, measure,
     /// and print the table (markdown).
     #[arg(long, conflicts_with_all = ["server", "function", "action", "file"])]
@@ -179,6 +186,24 @@ pub struct BenchArgs {
     pub no_idle_close_comparison: bool,
 }
 
+/// The sections that are subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// UPDATE latency, STATS and memory by node count: two load balancers of N nodes each
+    /// per size, backed by real sockets (`libra-bench scale --sizes 100,1000,10000`).
+    Scale {
+        /// Nodes per load balancer, one worker per size.
+        #[arg(long, value_delimiter = ',', default_values_t = scale::DEFAULT_SIZES.to_vec())]
+        sizes: Vec<u32>,
+        /// UPDATEs (and STATS) per row.
+        #[arg(long, default_value_t = update_latency::DEFAULT_UPDATES)]
+        updates: usize,
+        /// Also print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// UPDATEs of a --quick run.
 pub const QUICK_UPDATES: usize = 20;
 
@@ -203,6 +228,14 @@ impl BenchArgs {
 
 /// Runs the bench; returns the process exit code (0 ok, 1 failures seen, 2 usage).
 pub fn main(args: BenchArgs) -> i32 {
+    if let Some(Sub::Scale {
+        sizes,
+        updates,
+        json,
+    }) = &args.command
+    {
+        return scale::main(sizes, *updates, *json);
+    }
     if args.suite {
         return suite::main(&args);
     }

@@ -446,7 +446,7 @@ fn markdown(
     md
 }
 
-fn haproxy_version() -> String {
+pub(crate) fn haproxy_version() -> String {
     std::process::Command::new(haproxy_binary_from_env())
         .arg("-v")
         .output()

@@ -134,6 +134,7 @@ pub fn run(args: &BenchArgs, binary: PathBuf, dir: &Path) -> Result<SuiteReport,
             function: None,
             action: None,
             file: None,
+            command: None,
             ..*args
         };
         &quick

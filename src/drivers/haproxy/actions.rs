@@ -3,6 +3,7 @@
 //! health from the stats socket, METRICS reports usage from the ledger, ARCHIVE ships the
 //! log. UPDATE (`apply`) is in `apply.rs`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::error::{HaproxyError, Result};
@@ -74,7 +75,7 @@ impl HaproxyDriver {
             return Err(HaproxyError::Deleted);
         }
         // One round trip: the stats socket answers only while HAProxy runs.
-        let rows = match self.socket.show_stat() {
+        let rows = match self.socket.show_stat_servers() {
             Ok(rows) => rows,
             // No socket, or one that went away mid-answer because HAProxy died: say so,
             // not how the socket failed.
@@ -85,10 +86,11 @@ impl HaproxyDriver {
             }
             Err(e) => return Err(e.into()),
         };
-        let known: Option<Vec<String>> = self.applied.as_ref().map(|m| {
+        // A set: STATS of 10,000 nodes looks each server up once.
+        let known: Option<HashSet<&str>> = self.applied.as_ref().map(|m| {
             m.load_balancers()
                 .iter()
-                .flat_map(|lb| lb.nodes.iter().map(|n| n.id.as_str().to_string()))
+                .flat_map(|lb| lb.nodes.iter().map(|n| n.id.as_str()))
                 .collect()
         });
         let mut nodes = Vec::new();
@@ -102,7 +104,7 @@ impl HaproxyDriver {
             let Some(id) = sv.strip_prefix(render::SERVER_PREFIX) else {
                 continue;
             };
-            if known.as_ref().is_some_and(|k| !k.iter().any(|x| x == id)) {
+            if known.as_ref().is_some_and(|k| !k.contains(id)) {
                 continue;
             }
             nodes.push(NodeStatus {

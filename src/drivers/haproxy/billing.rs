@@ -73,7 +73,7 @@ impl HaproxyDriver {
     /// The `bout` counters of every load balancer, tied to the worker process that holds them.
     pub(super) fn samples(&self) -> Result<Vec<Sample>> {
         let info = self.socket.show_info()?;
-        let rows = self.socket.show_stat()?;
+        let rows = self.socket.show_stat_backends()?;
         self.samples_from(&info, &rows)
     }
 
@@ -143,7 +143,7 @@ impl HaproxyDriver {
     /// (`haproxy_reload::bytes_served_while_a_reload_runs_are_billed`).
     pub(super) fn bank_retired(&mut self, mut session: CliSession) {
         let read = session.command("show info").and_then(|info| {
-            let rows = session.command("show stat")?;
+            let rows = session.command("show stat -1 2 -1")?;
             Ok((info, rows))
         });
         let samples = read.map_err(HaproxyError::from).and_then(|(info, rows)| {
@@ -152,7 +152,7 @@ impl HaproxyDriver {
                 move |source| StatsError::Unexpected { command, source }
             };
             let info = stat_csv::parse_info(&info).map_err(unexpected("show info"))?;
-            let rows = stat_csv::parse_stat(&rows).map_err(unexpected("show stat"))?;
+            let rows = stat_csv::parse_stat(&rows).map_err(unexpected("show stat -1 2 -1"))?;
             self.samples_from(&info, &rows)
         });
         let banked = samples.and_then(|s| Ok(self.ledger()?.save_before_stop(&s)?));

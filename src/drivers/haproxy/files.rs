@@ -68,6 +68,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     sync_dir(path)
 }
 
+/// Creates `path` empty (or leaves it, emptied), permissions `mode`, without fsync: for
+/// marker files whose only reader is a later process on the same boot. A link planted
+/// under the name is refused, not followed.
+pub fn write_flag(path: &Path, mode: u32) -> Result<(), FileError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| FileError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|source| FileError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 fn write_new(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -167,6 +189,22 @@ mod tests {
         // 0o666 would be narrowed by a typical umask of 022 if only given to open().
         write_atomic(&path, b"{}", 0o666).unwrap();
         assert_eq!(mode_of(&path), 0o666);
+    }
+
+    #[test]
+    fn a_flag_is_created_private_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("applying");
+        write_flag(&flag, PRIVATE_MODE).unwrap();
+        write_flag(&flag, PRIVATE_MODE).unwrap();
+        let meta = fs::metadata(&flag).unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (0, 0o600));
+        let target = dir.path().join("target");
+        fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("linked");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_flag(&link, PRIVATE_MODE).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
     }
 
     #[test]

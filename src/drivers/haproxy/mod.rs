@@ -85,6 +85,8 @@ pub(crate) struct HaproxyDriver {
     /// The thread that reports the master's exit and the snapshot clock (`process::watch`);
     /// `None` without an `EventSink` (then only housekeeping restarts HAProxy).
     watch: Option<Watch>,
+    /// Where the UPDATE under way spends its time (`apply::StepClock`), logged at debug.
+    clock: apply::StepClock,
 }
 
 impl HaproxyDriver {
@@ -125,6 +127,7 @@ impl HaproxyDriver {
             cookie_key: None,
             capabilities: None,
             watch,
+            clock: apply::StepClock::default(),
         }
     }
 
@@ -330,6 +333,7 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn init(&mut self) -> DriverResult<()> {
         self.pending = Model::new();
+        self.clock.start();
         Ok(())
     }
 
@@ -355,7 +359,14 @@ impl LoadBalancerDriver for HaproxyDriver {
 
     fn create(&mut self) -> DriverResult<()> {
         let next = std::mem::take(&mut self.pending);
-        Ok(self.apply(next)?)
+        // From `init` to here: the model built and checked node by node.
+        self.clock.lap("validate");
+        let result = self.apply(next);
+        // Info, not debug: one short line per UPDATE, so that where the time goes can be
+        // read (and benchmarked) without debug's copies of whole jobs and answers.
+        let us = self.clock.take();
+        info!(self.log, "update steps"; "us" => us);
+        Ok(result?)
     }
 
     fn suspend(&mut self) -> DriverResult<()> {

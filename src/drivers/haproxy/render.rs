@@ -330,9 +330,8 @@ pub fn carry_server_state(dump: &str, live: &Model, next: &Model) -> String {
             continue;
         }
         for node in &lb.nodes {
-            let same =
-                |n: &Node| n.id == node.id && n.address == node.address && n.port == node.port;
-            if old.nodes.iter().any(same) {
+            let same = |n: &Node| n.address == node.address && n.port == node.port;
+            if old.node(&node.id).is_some_and(same) {
                 kept.insert(format!(
                     "{} {}",
                     backend_name(lb.protocol),

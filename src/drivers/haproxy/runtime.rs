@@ -1,13 +1,15 @@
 //! Node-only changes without a reload: when an UPDATE differs from what is serving only in
 //! its nodes, the changes go through HAProxy's runtime API on the stats socket (`add
-//! server`, `set server addr|weight`, `disable`/`del server`), so no process is replaced
-//! and no connection is touched. `plan` decides whether that is possible; `apply` does it.
+//! server`, `set server addr|weight`, `disable`/`del server`), all in one pipelined
+//! session, so no process is replaced and no connection is touched. `plan` decides whether
+//! that is possible; `apply` does it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::model::{LbConfig, Model};
+use super::model::Model;
 use super::render;
+use super::runtime_api::commands::{line, Batch};
 use super::runtime_api::{self, StatsSocket};
 use crate::drivers::{Address, Node, NodeId, Protocol};
 
@@ -74,7 +76,7 @@ pub enum Step {
 /// The steps that turn `live` into `next`, adds first and removals last so capacity
 /// never dips; a node whose backup flag flips is removed and added again. Without
 /// `dynamic_servers` (HAProxy before 2.6) only address and weight changes can be made at
-/// run time.
+/// run time. Linear in the nodes: every lookup goes through the models' id indexes.
 pub fn plan(
     live: &Model,
     next: &Model,
@@ -84,6 +86,7 @@ pub fn plan(
     if !live.same_structure(next) {
         return Err(NeedsReload::Structure);
     }
+    let mut flips = Vec::new();
     let mut adds = Vec::new();
     let mut sets = Vec::new();
     let mut removes = Vec::new();
@@ -95,7 +98,7 @@ pub fn plan(
                 Address::Ip(ip) => Ok(ip),
                 Address::Dns(_) => Err(NeedsReload::DnsName(n.id.clone())),
             };
-            match old.nodes.iter().find(|o| o.id == node.id) {
+            match old.node(&node.id) {
                 None => {
                     ip(node)?;
                     let node = node.clone();
@@ -111,7 +114,8 @@ pub fn plan(
                 Some(o) if o == node => {}
                 Some(o) if o.backup != node.backup => {
                     ip(node)?;
-                    removes.push(Step::Remove {
+                    // It must be gone before it is added again.
+                    flips.push(Step::Remove {
                         protocol,
                         id: node.id.clone(),
                     });
@@ -140,7 +144,7 @@ pub fn plan(
             }
         }
         for o in &old.nodes {
-            if !new.nodes.iter().any(|n| n.id == o.id) {
+            if !new.has_node(&o.id) {
                 removes.push(Step::Remove {
                     protocol,
                     id: o.id.clone(),
@@ -148,14 +152,7 @@ pub fn plan(
             }
         }
     }
-    // A flipped node must be gone before it is added again; other removals go last.
-    let (flips, others): (Vec<Step>, Vec<Step>) = removes.into_iter().partition(|r| match r {
-        Step::Remove { protocol, id } => adds.iter().any(
-            |a| matches!(a, Step::Add { protocol: p, node } if p == protocol && &node.id == id),
-        ),
-        _ => false,
-    });
-    let changes_servers = !(adds.is_empty() && flips.is_empty() && others.is_empty());
+    let changes_servers = !(adds.is_empty() && flips.is_empty() && removes.is_empty());
     if changes_servers && !dynamic_servers {
         return Err(NeedsReload::NoDynamicServers);
     }
@@ -163,7 +160,7 @@ pub fn plan(
         .into_iter()
         .chain(adds)
         .chain(sets)
-        .chain(others)
+        .chain(removes)
         .collect())
 }
 
@@ -174,27 +171,83 @@ pub struct Applied {
     pub parked: Vec<((String, String), Parked)>,
     /// Parked servers brought back into rotation.
     pub revived: Vec<(String, String)>,
+    /// Runtime commands sent (all in one pipelined session).
+    pub commands: usize,
 }
 
-/// Runs the steps against the stats socket. `live` is what runs before; `next` must
-/// already mark the added HTTP nodes as dynamic-cookie nodes, so their options match what
-/// the file will say.
+/// What a command's answer decides.
+enum Expect {
+    /// Anything but success falls back to a reload.
+    Done,
+    /// A `del server`: refused while the server still has connections, which parks it
+    /// (it is in maintenance already, out of rotation) for housekeeping to delete.
+    Deleted(Option<((String, String), Parked)>),
+}
+
+/// Runs the steps against the stats socket in one pipelined session: the servers to add
+/// are created (in maintenance), the HTTP backend's dynamic cookies set once, then they
+/// are put in rotation; addresses and weights change; removed servers are put in
+/// maintenance (drained: no new connection) and deleted in the same session when they
+/// have no connection left, else parked. `live` is what runs before; `next` must already
+/// mark the added HTTP nodes as dynamic-cookie nodes, so their options match what the
+/// file will say.
 pub fn apply(
     socket: &StatsSocket,
     live: &Model,
     next: &Model,
     steps: &[Step],
 ) -> Result<Applied, RuntimeError> {
+    let mut batch = Batch::default();
+    let mut expect = Vec::new();
     let mut applied = Applied::default();
-    let lb_of = |protocol: Protocol| next.get(protocol);
-    for (i, step) in steps.iter().enumerate() {
-        if i > 0 {
-            crash_point!("runtime-between-commands");
+    // Added servers are put in rotation together, after the backend's cookies are set.
+    let mut to_enable: Vec<(String, String)> = Vec::new();
+    let mut cookie_backends: Vec<String> = Vec::new();
+    let mut push = |batch: &mut Batch, line: String, e: Expect| {
+        batch.push(line);
+        expect.push(e);
+    };
+    let flush_enables = |batch: &mut Batch,
+                         push: &mut dyn FnMut(&mut Batch, String, Expect),
+                         to_enable: &mut Vec<(String, String)>,
+                         cookie_backends: &mut Vec<String>|
+     -> Result<(), RuntimeError> {
+        for backend in cookie_backends.drain(..) {
+            push(batch, line::enable_dynamic_cookie(&backend)?, Expect::Done);
         }
+        for (backend, server) in to_enable.drain(..) {
+            push(batch, line::enable_health(&backend, &server)?, Expect::Done);
+            push(batch, line::enable_server(&backend, &server)?, Expect::Done);
+        }
+        Ok(())
+    };
+    for step in steps {
         match step {
             Step::Add { protocol, node } => {
-                let Some(lb) = lb_of(*protocol) else { continue };
-                add(socket, lb, node)?;
+                let Some(lb) = next.get(*protocol) else {
+                    continue;
+                };
+                let Address::Ip(ip) = node.address else {
+                    continue;
+                };
+                let (backend, server) = (
+                    render::backend_name(lb.protocol),
+                    render::server_name(&node.id),
+                );
+                let options: Vec<String> = render::server_options(lb, node)
+                    .iter()
+                    .flat_map(|o| o.split_whitespace().map(String::from).collect::<Vec<_>>())
+                    .collect();
+                let words: Vec<&str> = options.iter().map(String::as_str).collect();
+                push(
+                    &mut batch,
+                    line::add_server(&backend, &server, ip, node.port, &words)?,
+                    Expect::Done,
+                );
+                if lb.protocol == Protocol::Http && !cookie_backends.contains(&backend) {
+                    cookie_backends.push(backend.clone());
+                }
+                to_enable.push((backend, server));
             }
             Step::Revive { protocol, node } => {
                 let Address::Ip(ip) = node.address else {
@@ -204,10 +257,14 @@ pub fn apply(
                     render::backend_name(*protocol),
                     render::server_name(&node.id),
                 );
-                socket.set_server_addr(&backend, &server, ip, node.port)?;
-                socket.set_server_weight(&backend, &server, node.weight)?;
-                socket.enable_server(&backend, &server)?;
-                socket.enable_health(&backend, &server)?;
+                for l in [
+                    line::set_server_addr(&backend, &server, ip, node.port)?,
+                    line::set_server_weight(&backend, &server, node.weight)?,
+                    line::enable_server(&backend, &server)?,
+                    line::enable_health(&backend, &server)?,
+                ] {
+                    push(&mut batch, l, Expect::Done);
+                }
                 applied.revived.push((backend, server));
             }
             Step::SetAddr {
@@ -215,66 +272,72 @@ pub fn apply(
                 id,
                 ip,
                 port,
-            } => {
-                socket.set_server_addr(
+            } => push(
+                &mut batch,
+                line::set_server_addr(
                     &render::backend_name(*protocol),
                     &render::server_name(id),
                     *ip,
                     *port,
-                )?;
-            }
+                )?,
+                Expect::Done,
+            ),
             Step::SetWeight {
                 protocol,
                 id,
                 weight,
-            } => {
-                socket.set_server_weight(
+            } => push(
+                &mut batch,
+                line::set_server_weight(
                     &render::backend_name(*protocol),
                     &render::server_name(id),
                     *weight,
-                )?;
-            }
+                )?,
+                Expect::Done,
+            ),
             Step::Remove { protocol, id } => {
+                // The added servers take traffic before any other one leaves.
+                flush_enables(&mut batch, &mut push, &mut to_enable, &mut cookie_backends)?;
                 let (backend, server) = (render::backend_name(*protocol), render::server_name(id));
-                socket.disable_server(&backend, &server)?;
-                if socket.del_server(&backend, &server).is_err() {
-                    // Still serving open connections: out of rotation now, deleted later.
-                    let old = live.get(*protocol);
-                    if let Some(node) = old.and_then(|lb| lb.nodes.iter().find(|n| &n.id == id)) {
-                        let dynamic_cookie = old.is_some_and(|lb| lb.dynamic_cookie.contains(id));
-                        applied.parked.push((
-                            (backend, server),
-                            Parked {
-                                node: node.clone(),
-                                dynamic_cookie,
-                            },
-                        ));
-                    }
-                }
+                let old = live.get(*protocol);
+                let parked = old.and_then(|lb| lb.node(id)).map(|node| {
+                    (
+                        (backend.clone(), server.clone()),
+                        Parked {
+                            node: node.clone(),
+                            dynamic_cookie: old.is_some_and(|lb| lb.dynamic_cookie.contains(id)),
+                        },
+                    )
+                });
+                push(
+                    &mut batch,
+                    line::disable_server(&backend, &server)?,
+                    Expect::Done,
+                );
+                push(
+                    &mut batch,
+                    line::del_server(&backend, &server)?,
+                    Expect::Deleted(parked),
+                );
             }
         }
     }
-    Ok(applied)
-}
-
-fn add(socket: &StatsSocket, lb: &LbConfig, node: &Node) -> Result<(), RuntimeError> {
-    let Address::Ip(ip) = node.address else {
-        return Ok(());
-    };
-    let backend = render::backend_name(lb.protocol);
-    let server = render::server_name(&node.id);
-    let options: Vec<String> = render::server_options(lb, node)
-        .iter()
-        .flat_map(|o| o.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .collect();
-    let words: Vec<&str> = options.iter().map(String::as_str).collect();
-    socket.add_server(&backend, &server, ip, node.port, &words)?;
-    if lb.protocol == Protocol::Http {
-        socket.enable_dynamic_cookie(&backend)?;
+    flush_enables(&mut batch, &mut push, &mut to_enable, &mut cookie_backends)?;
+    applied.commands = batch.len();
+    if batch.is_empty() {
+        return Ok(applied);
     }
-    socket.enable_health(&backend, &server)?;
-    socket.enable_server(&backend, &server)?;
-    Ok(())
+    let answers = socket.run_batch(&batch)?;
+    for (answer, e) in answers.into_iter().zip(expect) {
+        match (answer, e) {
+            (Ok(_), _) => {}
+            // Still serving open connections: out of rotation now, deleted later.
+            (Err(_), Expect::Deleted(Some(parked))) => applied.parked.push(parked),
+            (Err(_), Expect::Deleted(None)) => {}
+            (Err(e), Expect::Done) => return Err(e.into()),
+        }
+    }
+    Ok(applied)
 }
 
 /// Deletes parked servers that have no connection left; returns those still parked.
@@ -312,6 +375,65 @@ mod tests {
             timeouts: Timeouts::default(),
         }])
         .unwrap()
+    }
+
+    /// The models of a batch at `n` nodes: a third of `changed` removed, a third
+    /// re-weighted, the rest added.
+    fn batch_models(n: u32, changed: u32) -> (Model, Model) {
+        let ip = |i: u32| {
+            let [_, a, b, c] = i.to_be_bytes();
+            format!("10.{a}.{b}.{c}")
+        };
+        let live = model(
+            (1..=n)
+                .map(|i| node(&i.to_string(), &ip(i), 80, 1, false))
+                .collect(),
+        );
+        let third = changed / 3;
+        let next = model(
+            (third + 1..=n)
+                .map(|i| {
+                    node(
+                        &i.to_string(),
+                        &ip(i),
+                        80,
+                        if i <= 2 * third { 2 } else { 1 },
+                        false,
+                    )
+                })
+                .chain(
+                    (1..=changed - 2 * third)
+                        .map(|k| node(&format!("new-{k}"), &ip(n + k), 80, 1, false)),
+                )
+                .collect(),
+        );
+        (live, next)
+    }
+
+    #[test]
+    fn building_and_planning_are_linear_in_the_nodes() {
+        // Work counted as node-id comparisons, not time: a scan per node (what the model
+        // and the plan did before) makes 10x the nodes 100x the comparisons.
+        let work = |n: u32| {
+            crate::drivers::types::id_comparisons::take();
+            let (live, next) = batch_models(n, n / 10);
+            let built = crate::drivers::types::id_comparisons::take();
+            let steps = plan(&live, &next, &ParkedServers::new(), true).unwrap();
+            assert_eq!(steps.len() as u32, n / 10);
+            (built, crate::drivers::types::id_comparisons::take())
+        };
+        let (built_1k, planned_1k) = work(1_000);
+        let (built_10k, planned_10k) = work(10_000);
+        assert!(
+            built_10k <= 12 * built_1k.max(100),
+            "{built_1k} -> {built_10k}"
+        );
+        assert!(
+            planned_10k <= 12 * planned_1k.max(100),
+            "{planned_1k} -> {planned_10k}"
+        );
+        // About one comparison per node (a hash hit), not one per pair.
+        assert!(planned_10k < 5 * 20_000, "{planned_10k}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Unix-socket client of HAProxy's runtime API, for the stats socket and the master CLI
 //! alike: one command per connection, the answer read to EOF and bounded in size, every
-//! step (connect, send, the whole read) bounded by one timeout. Hand-written: the protocol
+//! step (connect, send, the whole read) bounded by one timeout; or many commands pipelined
+//! in one interactive session (`session`), for batches of server changes. Hand-written: the protocol
 //! is a line of text each way, and no crate speaks it (people use socat, which we do not
 //! want to depend on).
 
@@ -18,6 +19,12 @@ use super::stat_csv::AnswerError;
 
 /// Largest answer accepted (`show stat` of 512 servers is about 400 KiB).
 pub(super) const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// What HAProxy writes after every answer in interactive mode (`prompt`), the same on
+/// 2.2, 2.6 and 3.0: the boundary between the answers of a pipelined session.
+pub(super) const PROMPT: &str = "\n> ";
+/// Time a pipelined session may take per command, on top of the socket's timeout: HAProxy
+/// runs a server change in tens of microseconds, so this is a bound, not an estimate.
+const SESSION_TIME_PER_COMMAND: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -116,6 +123,87 @@ impl StatsSocket {
         // Without this the master CLI waits for a next command instead of closing.
         stream.shutdown(Shutdown::Write).map_err(send_err)?;
         self.read_answer(&mut stream, cmd, deadline)
+    }
+
+    /// Sends `lines` in one interactive session (`prompt`, the lines, `quit`) and returns
+    /// each line's answer, in order. HAProxy runs them one after another; they are written
+    /// by a second thread while this one reads, so neither side's buffer can fill up and
+    /// stall the other however many lines there are. The `;`-separated form of one line
+    /// would do the same on every version but is bounded by HAProxy's buffer (16 KiB).
+    pub(crate) fn session(&self, lines: &[String]) -> Result<Vec<String>, StatsError> {
+        let label = || format!("a session of {} commands", lines.len());
+        if let Some(bad) = lines.iter().find(|l| l.contains(['\n', '\r', '\0'])) {
+            return Err(StatsError::InvalidCommand {
+                command: quote(bad),
+                reason: "it contains a line break",
+            });
+        }
+        let count = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+        let budget = self.timeout + SESSION_TIME_PER_COMMAND.saturating_mul(count);
+        let deadline = Instant::now() + budget;
+        let mut stream = self.connect()?;
+        let send_err = |source| StatsError::Send {
+            command: label(),
+            path: self.path.clone(),
+            source,
+        };
+        let mut writer = stream.try_clone().map_err(send_err)?;
+        writer
+            .set_write_timeout(Some(budget.max(Duration::from_millis(1))))
+            .map_err(send_err)?;
+        let answer = std::thread::scope(|scope| {
+            let sent = scope.spawn(move || -> io::Result<()> {
+                let mut text = String::from("prompt\n");
+                for (i, line) in lines.iter().enumerate() {
+                    if i == 1 {
+                        // The first command is on its way; the worker may die with the
+                        // rest unsent (the crash tests stop it exactly here).
+                        writer.write_all(text.as_bytes())?;
+                        text.clear();
+                        crash_point!("runtime-between-commands");
+                    }
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                text.push_str("quit\n");
+                writer.write_all(text.as_bytes())
+            });
+            let answer = self.read_answer(&mut stream, &label(), deadline);
+            // A writer stuck on a peer that stopped reading ends with its write timeout.
+            let sent = sent.join();
+            (answer, sent)
+        });
+        let (answer, sent) = answer;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(send_err(e)),
+            Err(_) => {
+                return Err(send_err(io::Error::other(
+                    "the thread writing the commands panicked",
+                )))
+            }
+        }
+        let answer = answer?;
+        // "" (the prompt's own answer), one answer per line, then "" after `quit`.
+        let mut parts: Vec<String> = answer.split(PROMPT).map(str::to_string).collect();
+        if parts.len() != lines.len() + 2 {
+            return Err(StatsError::Receive {
+                command: label(),
+                path: self.path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} answers to {} commands: {}",
+                        parts.len().saturating_sub(2),
+                        lines.len(),
+                        quote(&answer)
+                    ),
+                ),
+            });
+        }
+        parts.pop();
+        parts.remove(0);
+        Ok(parts)
     }
 
     /// Sends a command whose answer may never come because the peer goes away (the master

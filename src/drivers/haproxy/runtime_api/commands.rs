@@ -23,6 +23,19 @@ impl StatsSocket {
         self.read("show stat", parse_stat)
     }
 
+    /// `show stat` of the backends' own rows only (`BACKEND`, no server): what billing
+    /// reads, two rows instead of one per server.
+    pub(crate) fn show_stat_backends(&self) -> Result<Vec<StatRow>, StatsError> {
+        // `-1 <types> -1`: every proxy, type 2 = backends (1 frontends, 4 servers), every
+        // server; the same on 2.2, 2.6 and 3.0.
+        self.read("show stat -1 2 -1", parse_stat)
+    }
+
+    /// `show stat` of the server rows only: what STATS reads.
+    pub(crate) fn show_stat_servers(&self) -> Result<Vec<StatRow>, StatsError> {
+        self.read("show stat -1 4 -1", parse_stat)
+    }
+
     /// `show info`: `Pid`, `Uptime_sec`, `CurrConns`, ... as text.
     pub fn show_info(&self) -> Result<BTreeMap<String, String>, StatsError> {
         self.read("show info", parse_info)
@@ -35,6 +48,8 @@ impl StatsSocket {
     }
 
     /// `set server <b>/<s> addr <ip> port <p>`.
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
     pub(crate) fn set_server_addr(
         &self,
         backend: &str,
@@ -42,56 +57,192 @@ impl StatsSocket {
         addr: IpAddr,
         port: u16,
     ) -> Result<String, StatsError> {
-        self.runtime(&format!(
-            "set server {} addr {addr} port {port}",
-            server_ref(backend, server)?
-        ))
+        self.runtime(&line::set_server_addr(backend, server, addr, port)?)
     }
 
     /// `set server <b>/<s> weight <w>`; HAProxy refuses weights above 256.
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
     pub(crate) fn set_server_weight(
         &self,
         backend: &str,
         server: &str,
         weight: u16,
     ) -> Result<String, StatsError> {
-        self.runtime(&format!(
+        self.runtime(&line::set_server_weight(backend, server, weight)?)
+    }
+
+    /// `enable server <b>/<s>` (leaves maintenance).
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
+    pub(crate) fn enable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+        self.runtime(&line::enable_server(backend, server)?)
+    }
+
+    /// `disable server <b>/<s>` (enters maintenance).
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
+    pub(crate) fn disable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+        self.runtime(&line::disable_server(backend, server)?)
+    }
+
+    /// `enable health <b>/<s>`: a server added with `check` has its checks off until this.
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
+    pub(crate) fn enable_health(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+        self.runtime(&line::enable_health(backend, server)?)
+    }
+
+    /// `enable dynamic-cookie backend <b>`: a server added at run time gets its cookie only
+    /// once this is (re)enabled.
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
+    pub(crate) fn enable_dynamic_cookie(&self, backend: &str) -> Result<String, StatsError> {
+        self.runtime(&line::enable_dynamic_cookie(backend)?)
+    }
+
+    /// `add server <b>/<s> <addr>:<port> <options>`. HAProxy 2.6 creates it in maintenance
+    /// (follow with `enable_server`) and refuses `cookie` on added servers.
+    // One command per connection: the tests' way; the driver sends batches.
+    #[cfg(test)]
+    pub(crate) fn add_server(
+        &self,
+        backend: &str,
+        server: &str,
+        addr: IpAddr,
+        port: u16,
+        options: &[&str],
+    ) -> Result<String, StatsError> {
+        self.runtime(&line::add_server(backend, server, addr, port, options)?)
+    }
+
+    /// `del server <b>/<s>`; HAProxy deletes only servers in maintenance without connections.
+    pub(crate) fn del_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
+        self.runtime(&line::del_server(backend, server)?)
+    }
+
+    /// Runs `batch` in one pipelined session (see `StatsSocket::session`): one connection
+    /// and one round trip for any number of commands. Each command's answer comes back
+    /// parsed, in order; `Err` only when the session itself failed.
+    pub(crate) fn run_batch(
+        &self,
+        batch: &Batch,
+    ) -> Result<Vec<Result<String, StatsError>>, StatsError> {
+        let mut lines = Vec::with_capacity(batch.lines.len() + 1);
+        // Errors answer `[3]: ...` from here on, for the whole session.
+        lines.push("set severity-output number".to_string());
+        lines.extend(batch.lines.iter().cloned());
+        let answers = self.session(&lines)?;
+        Ok(batch
+            .lines
+            .iter()
+            .zip(answers.iter().skip(1))
+            .map(|(cmd, answer)| {
+                parse_runtime_answer(answer).map_err(|source| StatsError::Refused {
+                    command: cmd.clone(),
+                    source,
+                })
+            })
+            .collect())
+    }
+
+    /// Sends a read-only command and parses its answer.
+    fn read<T>(
+        &self,
+        cmd: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, AnswerError>,
+    ) -> Result<T, StatsError> {
+        let answer = self.command(cmd)?;
+        parse(&answer).map_err(|source| StatsError::Unexpected {
+            command: cmd.into(),
+            source,
+        })
+    }
+
+    /// Runs a command with severity-tagged output, so HAProxy's errors become `Refused`.
+    fn runtime(&self, cmd: &str) -> Result<String, StatsError> {
+        let answer = self.command(&format!("set severity-output number; {cmd}"))?;
+        parse_runtime_answer(&answer).map_err(|source| StatsError::Refused {
+            command: cmd.to_string(),
+            source,
+        })
+    }
+}
+
+/// Server changes to send in one pipelined session (`StatsSocket::run_batch`), each
+/// line built and checked by `line`.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    lines: Vec<String>,
+}
+
+impl Batch {
+    /// Appends a command line; returns its position among the batch's answers.
+    pub(crate) fn push(&mut self, line: String) -> usize {
+        self.lines.push(line);
+        self.lines.len() - 1
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// The command lines of the server changes, names and options checked, for one command
+/// (`StatsSocket::runtime`) or a batch alike.
+pub(crate) mod line {
+    use super::*;
+
+    pub(crate) fn set_server_addr(
+        backend: &str,
+        server: &str,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<String, StatsError> {
+        Ok(format!(
+            "set server {} addr {addr} port {port}",
+            server_ref(backend, server)?
+        ))
+    }
+
+    pub(crate) fn set_server_weight(
+        backend: &str,
+        server: &str,
+        weight: u16,
+    ) -> Result<String, StatsError> {
+        Ok(format!(
             "set server {} weight {weight}",
             server_ref(backend, server)?
         ))
     }
 
-    /// `enable server <b>/<s>` (leaves maintenance).
-    pub(crate) fn enable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
-        self.runtime(&format!("enable server {}", server_ref(backend, server)?))
+    pub(crate) fn enable_server(backend: &str, server: &str) -> Result<String, StatsError> {
+        Ok(format!("enable server {}", server_ref(backend, server)?))
     }
 
-    /// `disable server <b>/<s>` (enters maintenance).
-    pub(crate) fn disable_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
-        self.runtime(&format!("disable server {}", server_ref(backend, server)?))
+    pub(crate) fn disable_server(backend: &str, server: &str) -> Result<String, StatsError> {
+        Ok(format!("disable server {}", server_ref(backend, server)?))
     }
 
-    /// `enable health <b>/<s>`: a server added with `check` has its checks off until this.
-    pub(crate) fn enable_health(&self, backend: &str, server: &str) -> Result<String, StatsError> {
-        self.runtime(&format!("enable health {}", server_ref(backend, server)?))
+    pub(crate) fn enable_health(backend: &str, server: &str) -> Result<String, StatsError> {
+        Ok(format!("enable health {}", server_ref(backend, server)?))
     }
 
-    /// `enable dynamic-cookie backend <b>`: a server added at run time gets its cookie only
-    /// once this is (re)enabled.
-    pub(crate) fn enable_dynamic_cookie(&self, backend: &str) -> Result<String, StatsError> {
+    pub(crate) fn enable_dynamic_cookie(backend: &str) -> Result<String, StatsError> {
         if !valid_name(backend) {
             return Err(StatsError::InvalidCommand {
                 command: quote(backend),
                 reason: NAME_RULE,
             });
         }
-        self.runtime(&format!("enable dynamic-cookie backend {backend}"))
+        Ok(format!("enable dynamic-cookie backend {backend}"))
     }
 
-    /// `add server <b>/<s> <addr>:<port> <options>`. HAProxy 2.6 creates it in maintenance
-    /// (follow with `enable_server`) and refuses `cookie` on added servers.
     pub(crate) fn add_server(
-        &self,
         backend: &str,
         server: &str,
         addr: IpAddr,
@@ -117,34 +268,11 @@ impl StatsSocket {
             cmd.push(' ');
             cmd.push_str(option);
         }
-        self.runtime(&cmd)
+        Ok(cmd)
     }
 
-    /// `del server <b>/<s>`; HAProxy deletes only servers in maintenance without connections.
-    pub(crate) fn del_server(&self, backend: &str, server: &str) -> Result<String, StatsError> {
-        self.runtime(&format!("del server {}", server_ref(backend, server)?))
-    }
-
-    /// Sends a read-only command and parses its answer.
-    fn read<T>(
-        &self,
-        cmd: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, AnswerError>,
-    ) -> Result<T, StatsError> {
-        let answer = self.command(cmd)?;
-        parse(&answer).map_err(|source| StatsError::Unexpected {
-            command: cmd.into(),
-            source,
-        })
-    }
-
-    /// Runs a command with severity-tagged output, so HAProxy's errors become `Refused`.
-    fn runtime(&self, cmd: &str) -> Result<String, StatsError> {
-        let answer = self.command(&format!("set severity-output number; {cmd}"))?;
-        parse_runtime_answer(&answer).map_err(|source| StatsError::Refused {
-            command: cmd.to_string(),
-            source,
-        })
+    pub(crate) fn del_server(backend: &str, server: &str) -> Result<String, StatsError> {
+        Ok(format!("del server {}", server_ref(backend, server)?))
     }
 }
 

@@ -1,5 +1,6 @@
-//! An interactive session on a HAProxy process's stats socket (`prompt` mode): several
-//! commands on one connection, each answer ending at the `> ` prompt. The driver holds one
+//! An interactive session on a HAProxy process's stats socket (`prompt` mode) held open
+//! between commands, each answer ending at the `> ` prompt (`StatsSocket::session` sends
+//! a batch at once instead). The driver holds one
 //! across a reload: an open CLI session keeps the retiring process alive (it lists as an
 //! old worker) and answering after its successor took over, so its counters can be read
 //! once it no longer serves new connections (HAProxy 2.2, 2.6 and 3.0 checked).
@@ -8,10 +9,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use super::client::{StatsError, StatsSocket, MAX_ANSWER_BYTES};
-
-/// What HAProxy prints after each answer in prompt mode.
-const PROMPT: &[u8] = b"\n> ";
+use super::client::{StatsError, StatsSocket, MAX_ANSWER_BYTES, PROMPT};
 
 /// An open session; closed (`quit`) when dropped.
 pub struct CliSession {
@@ -55,7 +53,7 @@ impl CliSession {
         let deadline = Instant::now() + self.timeout;
         let mut answer = Vec::new();
         let mut buf = [0u8; 16 * 1024];
-        while !(answer.ends_with(PROMPT) || answer == b"> ") {
+        while !(answer.ends_with(PROMPT.as_bytes()) || answer == b"> ") {
             let left = deadline.saturating_duration_since(Instant::now());
             let receive_err = |source| StatsError::Receive {
                 command: cmd.to_string(),
