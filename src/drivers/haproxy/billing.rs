@@ -139,25 +139,27 @@ impl HaproxyDriver {
     /// held since before the reload, its counters now include those bytes; the difference
     /// is banked (a soak with a reload every 2 s under wrk billed 10% too little without
     /// this). What it serves after this reading (at most the answer in progress on each of
-    /// its keep-alive connections) is not billed. Checked on HAProxy 2.2, 2.6 and 3.0
-    /// (`haproxy_reload::bytes_served_while_a_reload_runs_are_billed`).
+    /// its keep-alive connections) is not billed. HAProxy 2.2 lists no proxies for a
+    /// stopping process (`Capabilities::retiring_counters`): there the reload window goes
+    /// unbilled (`haproxy_reload::bytes_served_while_a_reload_runs_are_billed`).
     pub(super) fn bank_retired(&mut self, mut session: CliSession) {
-        let read = session.command("show info").and_then(|info| {
-            let rows = session.command("show stat -1 2 -1")?;
-            Ok((info, rows))
-        });
-        let samples = read.map_err(HaproxyError::from).and_then(|(info, rows)| {
-            let unexpected = |command: &str| {
-                let command = command.to_string();
-                move |source| StatsError::Unexpected { command, source }
-            };
-            let info = stat_csv::parse_info(&info).map_err(unexpected("show info"))?;
-            let rows = stat_csv::parse_stat(&rows).map_err(unexpected("show stat -1 2 -1"))?;
-            self.samples_from(&info, &rows)
-        });
+        let samples = self.retired_samples(&mut session);
         let banked = samples.and_then(|s| Ok(self.ledger()?.save_before_stop(&s)?));
         if let Err(e) = banked {
             warn!(self.log, "cannot bill the retired HAProxy process's last bytes"; "error" => %e);
         }
+    }
+
+    fn retired_samples(&self, session: &mut CliSession) -> Result<Vec<Sample>> {
+        let stat = "show stat -1 2 -1";
+        let unexpected = |command: &str| {
+            let command = command.to_string();
+            move |source| StatsError::Unexpected { command, source }
+        };
+        let info = session.command("show info")?;
+        let info = stat_csv::parse_info(&info).map_err(unexpected("show info"))?;
+        let rows = session.command(stat)?;
+        let rows = stat_csv::parse_stat(&rows).map_err(unexpected(stat))?;
+        self.samples_from(&info, &rows)
     }
 }

@@ -66,6 +66,10 @@ pub struct Capabilities {
     /// 2.4 only in experimental mode). Without them nodes are added and removed by a
     /// reload, with health carried over in the server-state file.
     pub dynamic_servers: bool,
+    /// A retiring process still lists its proxies in `show stat` (2.6 tested): what it
+    /// served while a reload ran is billed. 2.2 drops a stopping process's proxies from
+    /// the dump, so those bytes go unbilled there.
+    pub retiring_counters: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,7 @@ impl Capabilities {
             keep_alive_safe_reloads: !version.at_least(2, 4) || version.at_least(2, 6),
             httpclient: version.at_least(2, 6),
             dynamic_servers: version.at_least(2, 6),
+            retiring_counters: version.at_least(2, 6),
         }
     }
 
@@ -137,6 +142,10 @@ impl Capabilities {
             (
                 "httpclient keywords (no CA store load at each start)",
                 self.httpclient,
+            ),
+            (
+                "bytes served while a reload runs are billed",
+                self.retiring_counters,
             ),
         ]
     }
