@@ -101,11 +101,18 @@ fn tcp_burst(port: u16, round: usize) {
     }
 }
 
+/// The master's pid from its pid file. A reloading master re-executes and rewrites the
+/// file (HAProxy 2.2 truncates it first), so an empty read is waited out.
 fn master_pid(state: &std::path::Path) -> String {
-    std::fs::read_to_string(state.join("haproxy.pid"))
-        .expect("pid file")
-        .trim()
-        .to_string()
+    let mut pid = String::new();
+    wait_until(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(state.join("haproxy.pid"))
+            .expect("pid file")
+            .trim()
+            .to_string();
+        !pid.is_empty()
+    });
+    pid
 }
 
 #[cfg(feature = "failpoints")]
