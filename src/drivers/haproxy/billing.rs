@@ -123,8 +123,12 @@ impl HaproxyDriver {
     }
 
     /// A session on the current process, opened before a reload: it keeps that process
-    /// answering after it retires (see `bank_retired`). `None` if it cannot be opened.
-    pub(super) fn hold_retiring(&self) -> Option<CliSession> {
+    /// answering after it retires (see `bank_retired`). `None` if it cannot be opened, or
+    /// if this HAProxy would show nothing through it (`Capabilities::retiring_counters`).
+    pub(super) fn hold_retiring(&mut self) -> Option<CliSession> {
+        if !self.capabilities().map_or(true, |c| c.retiring_counters) {
+            return None;
+        }
         match CliSession::open(&self.socket, self.timeouts.cli) {
             Ok(s) => Some(s),
             Err(e) => {
