@@ -1,5 +1,22 @@
-//! Records the commit the binary is built from, for DISCOVER's `release` string.
+//! Build-time outputs:
+//! - the commit the binary is built from, for DISCOVER's `release` string;
+//! - the man pages (`clap_mangen`) and shell completions (`clap_complete`), generated from
+//!   the very definitions the binary parses its command line with (`src/cli/args.rs`,
+//!   included here as it is), so the package's man page never drifts from `--help`.
+//!
+//! The pages and completions go to `<target>/<profile>/libra-worker-assets/`, a fixed
+//! place beside the binary: the Debian package's assets name files there, and cargo-deb
+//! maps `target/release/` to whichever profile directory it built (`OUT_DIR` has a hash in
+//! its name that a package manifest cannot spell).
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+#[allow(dead_code)]
+#[path = "src/cli/args.rs"]
+mod args;
 
 fn main() {
     let commit = Command::new("git")
@@ -14,4 +31,35 @@ fn main() {
     println!("cargo:rustc-env=LIBRA_WORKER_BUILD=git {commit}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    println!("cargo:rerun-if-changed=src/cli/args.rs");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    if let Err(e) = write_docs() {
+        // A failure here must fail the build: a package without its man page is a bug.
+        panic!("cannot generate the man pages and completions: {e}");
+    }
+}
+
+/// `<target>/<profile>`: `OUT_DIR` is `<target>/<profile>/build/<package>-<hash>/out`.
+fn profile_dir() -> std::io::Result<PathBuf> {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    out.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| std::io::Error::other(format!("unexpected OUT_DIR {}", out.display())))
+}
+
+fn write_docs() -> std::io::Result<()> {
+    let assets = profile_dir()?.join("libra-worker-assets");
+    let man = assets.join("man");
+    let completions = assets.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = args::Cli::command();
+    // One page for the command and one per subcommand (libra-worker-run.1, ...).
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "libra-worker", &completions)?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Wiring: builds the logger, the driver thread, the controller and the supervised
-//! connections from `Settings`, then runs until SIGTERM/SIGINT and stops gracefully
-//! (no new grabs; the jobs in hand are finished and answered; exit 0).
+//! connections from `Settings`, tells systemd READY once the driver runs, then runs until
+//! SIGTERM/SIGINT and stops gracefully (no new grabs; the jobs in hand are finished and
+//! answered; exit 0). SIGHUP re-reads the configuration file's log level.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use slog::{info, warn, Logger};
 use crate::actors::controller::{ControllerActor, ControllerConfig};
 use crate::actors::driver;
 use crate::actors::supervisor::Connections;
+use crate::actors::watchdog::Watchdog;
 use crate::config::{DriverKind, Settings};
 use crate::drivers::haproxy::capabilities::{Capabilities, CapabilityError};
 use crate::drivers::haproxy::HaproxyDriver;
@@ -86,9 +88,11 @@ fn log_summary(t: &Telemetry, log: &Logger) {
     );
 }
 
-/// Runs the worker until it is told to stop.
-pub fn run(settings: Settings) -> Result<(), RunError> {
-    let (log, _guard) = crate::logging::build(&settings.log).map_err(RunError::Log)?;
+/// Runs the worker until it is told to stop. `config_file` is where `settings` came from:
+/// SIGHUP reads its log level again.
+pub fn run(settings: Settings, config_file: Option<PathBuf>) -> Result<(), RunError> {
+    let logging = crate::logging::build(&settings.log).map_err(RunError::Log)?;
+    let log = logging.log.clone();
     for w in &settings.warnings {
         warn!(log, "configuration"; "note" => w);
     }
@@ -118,16 +122,58 @@ pub fn run(settings: Settings) -> Result<(), RunError> {
         })?;
     }
     let system = actix_rt::System::new();
-    let result = system.block_on(serve(settings.clone(), tls, log.clone()));
+    let reload = LogReload {
+        config_file,
+        level: logging.level.clone(),
+    };
+    let result = system.block_on(serve(settings.clone(), tls, reload, log.clone()));
     if let Some(path) = &settings.worker.pid {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
+/// What SIGHUP needs: the file to read again and the level to change.
+struct LogReload {
+    config_file: Option<PathBuf>,
+    level: crate::logging::LevelHandle,
+}
+
+impl LogReload {
+    /// Reads the configuration file again and applies its log level; nothing else changes
+    /// (the connections, jobs in hand and HAProxy go on). A file that no longer loads
+    /// changes nothing and is logged.
+    async fn apply(&self, log: &Logger) {
+        let Some(path) = self.config_file.clone() else {
+            return;
+        };
+        let loaded = tokio::task::spawn_blocking(move || Settings::load(&path)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                let old = self.level.get();
+                // Said at the old level and the new, so it shows whichever way it goes.
+                info!(log, "SIGHUP: log level re-read"; "from" => old.as_str(), "to" => new.log.level.as_str());
+                self.level.set(new.log.level);
+                let _ = sd_notify::notify(
+                    false,
+                    &[sd_notify::NotifyState::Status(&format!(
+                        "running; log level {}",
+                        new.log.level.as_str()
+                    ))],
+                );
+            }
+            Ok(Err(e)) => {
+                warn!(log, "SIGHUP: the configuration file no longer loads; log level kept"; "error" => %e)
+            }
+            Err(e) => warn!(log, "SIGHUP: cannot read the configuration"; "error" => %e),
+        }
+    }
+}
+
 async fn serve(
     settings: Settings,
     tls: Option<transport::TlsConnector>,
+    reload: LogReload,
     log: Logger,
 ) -> Result<(), RunError> {
     let telemetry = Arc::new(Telemetry::default());
@@ -148,10 +194,14 @@ async fn serve(
                 network: settings.worker.diagnostics_target.clone(),
             },
         },
-        driver.recipient(),
+        driver.clone().recipient(),
         telemetry.clone(),
         log.clone(),
     )
+    .with_watchdog(Watchdog::from_env(
+        driver.clone().recipient(),
+        settings.worker.job_timeout,
+    ))
     .start();
     let supervisor = Connections::start(
         &settings.gearman,
@@ -185,7 +235,21 @@ async fn serve(
         "servers" => settings.gearman.servers.iter().map(|s| s.config_form()).collect::<Vec<_>>().join(","),
         "driver" => settings.worker.driver.name(),
     );
-    let signal = wait_for_stop_signal().await.map_err(RunError::Runtime)?;
+    // READY once the driver thread has built its driver and answers: the configuration
+    // is valid (it was loaded) and jobs can run.
+    if driver.send(driver::Ping).await.is_ok() {
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("running"),
+            ],
+        );
+    }
+    let signal = wait_for_stop_signal(&reload, &log)
+        .await
+        .map_err(RunError::Runtime)?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     info!(log, "stopping: taking no new jobs, finishing the jobs in hand"; "signal" => signal);
     if supervisor
         .drain(settings.worker.job_timeout + DRAIN_GRACE)
@@ -201,12 +265,17 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> std::io::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT, applying every SIGHUP meanwhile.
+async fn wait_for_stop_signal(reload: &LogReload, log: &Logger) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => reload.apply(log).await,
+        }
+    }
 }

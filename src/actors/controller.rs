@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 use slog::{debug, info, warn, Drain, Logger};
 use tokio::sync::oneshot;
 
-use super::driver::Execute;
+use super::driver::{Execute, Ping};
+use super::watchdog::Watchdog;
 use crate::config::Limits;
 use crate::drivers::{Command, DriverError, Reply};
 use crate::jobs::{archive, diagnostics, discover, request, response, update, Action};
@@ -67,6 +68,7 @@ pub struct ControllerActor {
     queue: VecDeque<Pending>,
     busy: bool,
     last_driver_turn: Instant,
+    watchdog: Option<Watchdog>,
 }
 
 impl ControllerActor {
@@ -84,6 +86,40 @@ impl ControllerActor {
             queue: VecDeque::new(),
             busy: false,
             last_driver_turn: Instant::now(),
+            watchdog: None,
+        }
+    }
+
+    /// Feeds systemd's watchdog (see `watchdog`), when systemd asked for one.
+    pub fn with_watchdog(mut self, watchdog: Option<Watchdog>) -> Self {
+        self.watchdog = watchdog;
+        self
+    }
+
+    /// One watchdog turn: feed systemd if the driver answered lately, and ping it again.
+    fn watchdog_turn(&mut self, ctx: &mut Context<Self>) {
+        let Some(w) = self.watchdog.as_mut() else {
+            return;
+        };
+        if w.driver_alive(Instant::now()) {
+            Watchdog::feed();
+        } else {
+            warn!(self.log, "the driver has not answered a ping for too long: the watchdog is no longer fed, systemd will restart the worker");
+        }
+        if !w.outstanding {
+            w.outstanding = true;
+            w.ping
+                .send(Ping)
+                .into_actor(self)
+                .map(|res, act, _| {
+                    if let Some(w) = act.watchdog.as_mut() {
+                        w.outstanding = false;
+                        if res.is_ok() {
+                            w.pong(Instant::now());
+                        }
+                    }
+                })
+                .spawn(ctx);
         }
     }
 
@@ -185,6 +221,10 @@ impl Actor for ControllerActor {
         ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, ctx| {
             act.housekeeping_if_idle(ctx)
         });
+        if let Some(every) = self.watchdog.as_ref().map(|w| w.every) {
+            self.watchdog_turn(ctx);
+            ctx.run_interval(every, |act, ctx| act.watchdog_turn(ctx));
+        }
     }
 }
 

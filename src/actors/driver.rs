@@ -48,6 +48,18 @@ impl Handler<Execute> for DriverActor {
     }
 }
 
+/// Answered when the driver thread takes it: the driver is built and its thread turns.
+/// Start-up waits for one before telling systemd READY; the watchdog sends one per turn.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _ctx: &mut SyncContext<Self>) {}
+}
+
 /// A report of the driver's own watch, run between commands.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

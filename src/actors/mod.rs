@@ -13,3 +13,4 @@ pub(crate) mod connection;
 pub(crate) mod controller;
 pub(crate) mod driver;
 pub(crate) mod supervisor;
+pub(crate) mod watchdog;

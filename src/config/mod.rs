@@ -196,8 +196,13 @@ pub struct WorkerSettings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human lines; under systemd, with standard error connected to the journal, the
+    /// journal's form instead (`Journal`).
     Term,
     Json,
+    /// Human lines without a timestamp, each prefixed with its syslog priority (`<6>`),
+    /// as systemd's journal reads standard error.
+    Journal,
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +425,7 @@ impl Settings {
                 format: Some(match self.log.format {
                     LogFormat::Term => "term".to_string(),
                     LogFormat::Json => "json".to_string(),
+                    LogFormat::Journal => "journal".to_string(),
                 }),
                 file: self.log.file.as_deref().and_then(path),
             },

@@ -105,10 +105,11 @@ pub(super) fn log_settings(f: &FileConfig) -> Result<LogSettings, ConfigError> {
     {
         "term" => LogFormat::Term,
         "json" => LogFormat::Json,
+        "journal" => LogFormat::Journal,
         other => {
             return Err(invalid(
                 "log.format",
-                format!("unknown format '{other}' (term or json)"),
+                format!("unknown format '{other}' (term, json or journal)"),
             ))
         }
     };

@@ -307,6 +307,11 @@ impl Managed {
             .arg(&p.pid_file)
             .arg("-S")
             .arg(cli)
+            // The service manager's channel is the worker's: HAProxy must not report READY or
+            // feed the watchdog on its behalf (it outlives the worker, too).
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)

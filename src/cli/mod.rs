@@ -4,93 +4,23 @@
 //! part of this binary. Exit codes: 0 success, 1 a runtime failure, 2 a usage or
 //! configuration error.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+
+pub use args::{Cli, Cmd, HaproxyCmd};
+
+mod args;
 
 use crate::config::Settings;
 use crate::gearman::client::{Client, JobOutcome};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "libra-worker",
-    version,
-    about = "Libra LBaaS worker: Gearman jobs in, HAProxy out"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Cmd {
-    /// Run the worker.
-    Run {
-        /// Configuration file: .toml (native) or .cfg/.ini (the reference worker's).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check a configuration file and print the effective configuration as TOML.
-    CheckConfig {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Print the sudoers rule service mode needs for this configuration: every command
-    /// the worker runs through sudo, fully specified (a comment says when none is needed).
-    Sudoers {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The user the worker runs as (default: the current user).
-        #[arg(long)]
-        user: Option<String>,
-    },
-    /// Submit one job to a job server and print the answer's JSON.
-    Submit {
-        /// Job server, host:port.
-        #[arg(long, default_value = "localhost:4730")]
-        server: String,
-        /// Gearman function (the worker's host name by default).
-        #[arg(long)]
-        function: Option<String>,
-        /// Send this JSON file as the job body.
-        #[arg(long, conflicts_with_all = ["action", "json"])]
-        file: Option<PathBuf>,
-        /// Send this JSON text as the job body.
-        #[arg(long, conflicts_with = "action")]
-        json: Option<String>,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
-        /// Print the answer on one line.
-        #[arg(long)]
-        compact: bool,
-        /// An action with no other fields (DISCOVER, DIAGNOSTICS, STATS, ...).
-        #[arg(required_unless_present_any = ["file", "json"])]
-        action: Option<String>,
-    },
-    /// Control the HAProxy that the worker manages.
-    Haproxy {
-        #[command(subcommand)]
-        command: HaproxyCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum HaproxyCmd {
-    /// Stop the managed HAProxy of this configuration (it outlives the worker otherwise).
-    Stop {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-}
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run { config } => match Settings::load(&config) {
-            Ok(settings) => match crate::worker::run(settings) {
+            Ok(settings) => match crate::worker::run(settings, Some(config)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("libra-worker: {e}");

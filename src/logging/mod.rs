@@ -1,5 +1,12 @@
-//! Logging: builds the slog root logger (human `term` or `json` lines, to stderr or a
-//! file, through slog-async) and masks secrets in every logged copy of a job.
+//! Logging: builds the slog root logger (human `term`, `json` or `journal` lines, to
+//! stderr or a file, through slog-async) with a level that SIGHUP can change, and masks
+//! secrets in every logged copy of a job.
+
+mod journal;
+mod level;
+
+pub use journal::stderr_is_journal;
+pub use level::LevelHandle;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -14,8 +21,26 @@ pub const SECRET_FIELDS: &[&str] = &["hpcs_object_store_token"];
 /// What a secret looks like in a log.
 pub const MASK: &str = "*****";
 
-/// Builds the root logger. The returned guard flushes the async drain when dropped.
-pub fn build(settings: &LogSettings) -> std::io::Result<(Logger, slog_async::AsyncGuard)> {
+/// The root logger and what keeps it going.
+pub struct Logging {
+    pub log: Logger,
+    /// The level in force; `set` changes it for every logger derived from `log`.
+    pub level: LevelHandle,
+    /// Flushes the async drain when dropped.
+    pub guard: slog_async::AsyncGuard,
+}
+
+/// The format actually written: `term` on standard error becomes `journal` when systemd
+/// connected standard error to its journal.
+pub fn effective_format(settings: &LogSettings) -> LogFormat {
+    match settings.format {
+        LogFormat::Term if settings.file.is_none() && stderr_is_journal() => LogFormat::Journal,
+        other => other,
+    }
+}
+
+/// Builds the root logger.
+pub fn build(settings: &LogSettings) -> std::io::Result<Logging> {
     let sink: Box<dyn Write + Send> = match &settings.file {
         Some(path) => {
             let mut opts = OpenOptions::new();
@@ -29,20 +54,31 @@ pub fn build(settings: &LogSettings) -> std::io::Result<(Logger, slog_async::Asy
         }
         None => Box::new(std::io::stderr()),
     };
-    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match settings.format {
+    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match effective_format(settings)
+    {
         LogFormat::Term => {
             let decorator = slog_term::PlainSyncDecorator::new(sink);
             Box::new(slog_term::FullFormat::new(decorator).build().fuse())
         }
         LogFormat::Json => Box::new(slog_json::Json::new(sink).add_default_keys().build().fuse()),
+        LogFormat::Journal => Box::new(journal::JournalDrain::new(sink).ignore_res()),
     };
     let (drain, guard) = slog_async::Async::new(drain)
         .chan_size(4096)
         .build_with_guard();
     // The level filter sits in front of the async channel: a record below the level is
     // dropped in the caller's thread instead of being serialized, sent and woken for.
-    let drain = drain.filter_level(settings.level).fuse();
-    Ok((Logger::root(drain, o!()), guard))
+    let level = LevelHandle::new(settings.level);
+    let drain = level::LevelFilter {
+        inner: drain.fuse(),
+        level: level.clone(),
+    }
+    .fuse();
+    Ok(Logging {
+        log: Logger::root(drain, o!()),
+        level,
+        guard,
+    })
 }
 
 /// A logger that drops everything (unit tests).
