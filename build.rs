@@ -56,8 +56,23 @@ fn write_docs() -> std::io::Result<()> {
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&completions)?;
     let cmd = args::Cli::command();
-    // One page for the command and one per subcommand (libra-worker-run.1, ...).
-    clap_mangen::generate_to(cmd.clone(), &man)?;
+    // One page for the command and one per subcommand (libra-worker-run.1.gz, ...),
+    // gzipped here: cargo-deb compresses man pages it copies, not ones it counts as built.
+    let plain = assets.join("man-plain");
+    std::fs::create_dir_all(&plain)?;
+    clap_mangen::generate_to(cmd.clone(), &plain)?;
+    for entry in std::fs::read_dir(&plain)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let text = std::fs::read(&path)?;
+        // No name and no time in the gzip header: the same page gives the same bytes.
+        let file = std::fs::File::create(man.join(format!("{name}.gz")))?;
+        let mut gz = flate2::GzBuilder::new().write(file, flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &text)?;
+        gz.finish()?;
+    }
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd.clone(), "libra-worker", &completions)?;
     }

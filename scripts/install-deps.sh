@@ -6,6 +6,9 @@ declare -A pkg_for=(
   [promtool]=prometheus [wrk]=wrk [openssl]=openssl [curl]=curl
   # tests/service_sudo*.rs run the worker unprivileged through the real sudo.
   [sudo]=sudo [visudo]=sudo
+  # scripts/test-package.sh: the Debian package checked with the real tools.
+  [lintian]=lintian [man]=man-db [logrotate]=logrotate [systemd-analyze]=systemd
+  [dpkg-deb]=dpkg [setpriv]=util-linux [python3]=python3
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

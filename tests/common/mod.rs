@@ -22,8 +22,16 @@ use libra_worker::gearman::client::{Client, JobOutcome};
 use serde_json::Value;
 
 /// The binary under test.
+/// The binary under test: this build's, or the one `LIBRA_WORKER_BIN` names (the
+/// installed package's, for `tests/package_upgrade.rs` run by `scripts/test-package.sh`).
 pub fn worker_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_libra-worker")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("LIBRA_WORKER_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_libra-worker").to_string())
+    })
 }
 
 /// Whether the test runs as root, which `reason` needs. When not: under CI (`CI=true`)

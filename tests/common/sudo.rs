@@ -37,11 +37,12 @@ const REFERENCE_STATS: &str = r#"{"start": "2014-01-09 14:11:45.000001", "end": 
  "last_tcp_bytes_out": 0, "last_http_bytes_out": 0,
  "unreported_tcp_bytes_out": 0, "unreported_http_bytes_out": 0}"#;
 
-/// The test user's uid and gid; the user is created once (system user, no home, no shell).
-fn test_user() -> (u32, u32) {
+/// The test user's uid and gid; the user is created once (system user, no home, no shell)
+/// unless it exists (the package's `libra`).
+fn test_user(name: &str) -> (u32, u32) {
     static CREATE: Mutex<()> = Mutex::new(());
     let _once = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-    let lookup = || nix::unistd::User::from_name(USER).expect("getpwnam");
+    let lookup = || nix::unistd::User::from_name(name).expect("getpwnam");
     if lookup().is_none() {
         let out = Command::new("useradd")
             .args([
@@ -49,18 +50,18 @@ fn test_user() -> (u32, u32) {
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
-                USER,
+                name,
             ])
             .output()
             .expect("run useradd");
         assert!(
             out.status.success(),
-            "useradd {USER}: {}",
+            "useradd {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let user = lookup().expect("the test user exists");
-    assert!(!user.uid.is_root(), "{USER} must not be root");
+    assert!(!user.uid.is_root(), "{name} must not be root");
     (user.uid.as_raw(), user.gid.as_raw())
 }
 
@@ -75,19 +76,31 @@ pub struct Layout {
     dir: tempfile::TempDir,
     pub uid: u32,
     pub gid: u32,
+    /// The worker's user.
+    pub user: String,
 }
 
 impl Layout {
     pub fn new() -> Layout {
+        Layout::for_user(USER)
+    }
+
+    /// The layout for a worker that runs as `user` (created when missing).
+    pub fn for_user(user: &str) -> Layout {
         assert!(
             Path::new(SUDO).is_file() && Path::new("/usr/sbin/visudo").is_file(),
             "sudo is not installed (apt-get install sudo)"
         );
-        let (uid, gid) = test_user();
+        let (uid, gid) = test_user(user);
         let dir = tempfile::tempdir().expect("tempdir");
         // The user traverses it (tempfile makes it 0700).
         chmod(dir.path(), 0o755);
-        let l = Layout { dir, uid, gid };
+        let l = Layout {
+            dir,
+            uid,
+            gid,
+            user: user.to_string(),
+        };
         for d in ["etc", "run", "log", "bin"] {
             fs::create_dir(l.path(d)).unwrap();
             chmod(&l.path(d), 0o755);
@@ -114,7 +127,7 @@ impl Layout {
             let mode = fs::metadata(dir).unwrap().permissions().mode();
             assert!(
                 mode & 0o001 != 0,
-                "{} is not traversable by other users (mode {mode:o}): {USER} cannot run {}",
+                "{} is not traversable by other users (mode {mode:o}): {user} cannot run {}",
                 dir.display(),
                 bin.display()
             );
@@ -166,7 +179,7 @@ impl Layout {
 
     /// The worker's configuration: the reference INI (service mode by default) with the
     /// test's paths, and no `sudo` key (the default must be `sudo -n` for this user).
-    fn worker_ini(&self, cfg: &WorkerConfig, worker_dir: &Path) -> String {
+    pub fn worker_ini(&self, cfg: &WorkerConfig, worker_dir: &Path) -> String {
         let mut ini = reference_ini(cfg, worker_dir, "");
         let path = |rel: &str| self.path(rel).display().to_string();
         let script = self.script().display().to_string();
@@ -300,10 +313,15 @@ impl Drop for SudoersFile {
 
 /// What `libra-worker sudoers --config <file> --user <USER>` prints.
 pub fn printed_rule(config: &Path) -> String {
+    printed_rule_for(config, USER)
+}
+
+/// What `libra-worker sudoers --config <file> --user <user>` prints.
+pub fn printed_rule_for(config: &Path, user: &str) -> String {
     let out = Command::new(worker_bin())
         .args(["sudoers", "--config"])
         .arg(config)
-        .args(["--user", USER])
+        .args(["--user", user])
         .output()
         .expect("run libra-worker sudoers");
     assert!(

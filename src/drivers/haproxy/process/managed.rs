@@ -112,6 +112,8 @@ pub struct Managed {
     timeouts: StepTimeouts,
     /// The master, when this process spawned it: kept to reap it (no zombie).
     child: Option<Child>,
+    /// The `cat` that writes HAProxy's output to the log (see `spawn_logger`): kept to reap.
+    logger: Option<Child>,
     /// The configuration's `mworker-max-reloads` (0: none): reloads an old worker lives
     /// through before the master stops it.
     max_old_workers: u32,
@@ -125,6 +127,7 @@ impl Managed {
             paths,
             timeouts: StepTimeouts::default(),
             child: None,
+            logger: None,
             max_old_workers: 0,
             watch: None,
         }
@@ -222,6 +225,12 @@ impl Managed {
     }
 
     fn has_exited(&mut self, pid: u32) -> Option<ExitStatus> {
+        // A logger whose HAProxy is gone has exited too: reap it (no zombie).
+        if let Some(logger) = &mut self.logger {
+            if !matches!(logger.try_wait(), Ok(None)) {
+                self.logger = None;
+            }
+        }
         match &mut self.child {
             Some(child) if child.id() == pid => match child.try_wait() {
                 Ok(None) => None,
@@ -275,7 +284,7 @@ impl Managed {
             .open(&p.log_file)
             .map_err(log_err)?;
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let stderr = log.try_clone().map_err(log_err)?;
+        let (logger, log, stderr) = Self::spawn_logger(log, &p.log_file)?;
         let mut cli = p.master_socket.clone().into_os_string();
         cli.push(",mode,600");
         // HAProxy gets a session (and process group) of its own: a Ctrl-C or a service
@@ -322,7 +331,51 @@ impl Managed {
             })?;
         let pid = child.id();
         self.child = Some(child);
+        if let Some(mut old) = self.logger.replace(logger) {
+            // The previous HAProxy's logger: gone with it, or going (reap it if it is).
+            let _ = old.try_wait();
+        }
         Ok((pid, offset))
+    }
+
+    /// HAProxy's standard output and error: a pipe to a `cat` that appends to the log.
+    ///
+    /// Not the file itself: HAProxy sets its standard output non-blocking with
+    /// `fcntl(F_SETFL)`, which clears `O_APPEND`, so after logrotate's `copytruncate` it
+    /// would go on writing at its old offset and leave a hole of NUL bytes as long as the
+    /// rotated content (seen with 2.6). `cat` keeps the file in append mode, so rotation in
+    /// place works. It runs in a session of its own, like HAProxy, so it outlives the
+    /// worker, and it exits when the last HAProxy process has closed the pipe.
+    fn spawn_logger(log: File, path: &Path) -> Result<(Child, Stdio, Stdio), ProcessError> {
+        let logger_err = |source| ProcessError::OpenLog {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut cmd = match setsid_program() {
+            Some(setsid) => {
+                let mut cmd = Command::new(setsid);
+                cmd.arg("cat");
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("cat");
+                cmd.process_group(0);
+                cmd
+            }
+        };
+        let mut logger = cmd
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(logger_err)?;
+        let Some(pipe) = logger.stdin.take() else {
+            let _ = logger.kill();
+            return Err(logger_err(std::io::Error::other("no pipe to the logger")));
+        };
+        let pipe = std::os::fd::OwnedFd::from(pipe);
+        let second = pipe.try_clone().map_err(logger_err)?;
+        Ok((logger, Stdio::from(pipe), Stdio::from(second)))
     }
 
     /// Waits until the master `pid` answers with a worker running.
@@ -415,6 +468,7 @@ impl Managed {
     /// master; all pids if `None`), else any `[ALERT]`, else the master's `[WARNING]`s,
     /// else the last lines written.
     fn alerts_since(&self, offset: u64, pid: Option<u32>) -> String {
+        settle(&self.paths.log_file);
         let text = read_log_from(&self.paths.log_file, offset);
         let mut lines = messages(&text, pid, &["[ALERT]"]);
         if lines.is_empty() {
@@ -577,6 +631,21 @@ pub fn stop_by_state_dir(
 /// util-linux `setsid` (Essential on Debian), if installed.
 fn setsid_program() -> Option<&'static Path> {
     SETSID_PROGRAMS.iter().map(Path::new).find(|p| p.is_file())
+}
+
+/// Waits (at most half a second) until the log stops growing: HAProxy's last lines pass
+/// through the logger's pipe a moment after HAProxy wrote them.
+fn settle(path: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    let mut last = log_len(path);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(30));
+        let now = log_len(path);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 fn log_len(path: &Path) -> u64 {
