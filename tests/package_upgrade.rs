@@ -163,7 +163,8 @@ fn the_upgrade_notes_take_over_an_appliance_of_the_python_worker() {
 
     // Rollback (the notes' last section): stop ours; HAProxy goes on serving, on a file it
     // accepts, for the old worker to take back.
-    drop(w);
+    // (`stop` hands the directory on: the harness does not stop HAProxy as `drop` would.)
+    let _worker_dir = w.stop();
     assert_eq!(http_get(port, None).unwrap().1, "b2");
     let check = Command::new(libra_worker::config::haproxy_binary_from_env())
         .args(["-c", "-f"])

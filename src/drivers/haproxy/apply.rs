@@ -157,10 +157,22 @@ impl HaproxyDriver {
         let Ok(ip) = self.settings.bind_address.parse::<std::net::IpAddr>() else {
             return Ok(());
         };
+        // In service mode the running HAProxy may have been configured by someone else
+        // (the reference worker, before a switch): the ports its live file binds are its.
+        let inherited = if self.settings.mode == HaproxyMode::Service && self.applied.is_none() {
+            self.live
+                .read(&self.paths.config)
+                .map(|text| bound_ports(&String::from_utf8_lossy(&text)))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let ours = |port: u16| {
-            self.applied
-                .as_ref()
-                .is_some_and(|m| m.load_balancers().iter().any(|lb| lb.port == port))
+            inherited.contains(&port)
+                || self
+                    .applied
+                    .as_ref()
+                    .is_some_and(|m| m.load_balancers().iter().any(|lb| lb.port == port))
         };
         for lb in next.load_balancers() {
             // In service mode another user's HAProxy holds our current ports.
@@ -335,5 +347,26 @@ impl HaproxyDriver {
         if let Err(e) = files::remove_if_exists(&self.paths.applying) {
             warn!(self.log, "cannot clear the update marker"; "error" => %e);
         }
+    }
+}
+
+/// The ports of the `bind` lines of an HAProxy configuration (`bind <addr>:<port> ...`).
+fn bound_ports(config: &str) -> Vec<u16> {
+    config
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("bind")).then_some(())?;
+            words.next()?.rsplit(':').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod bound_ports_tests {
+    #[test]
+    fn the_ports_of_a_reference_layout_file() {
+        let text = "frontend http-in\n    mode http\n    bind 0.0.0.0:80\nfrontend tcp-in\n    bind [::]:443 v4v6\n    # bind 1.2.3.4:9\n";
+        assert_eq!(super::bound_ports(text), vec![80, 443]);
     }
 }
