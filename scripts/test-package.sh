@@ -48,6 +48,10 @@ for f in /usr/share/bash-completion/completions/libra-worker /usr/share/zsh/vend
   [ -s "$f" ] || fail "missing $f"
 done
 bash -n /usr/share/bash-completion/completions/libra-worker || fail "bash completion does not parse"
+# Every page build.rs generated is in the package (Cargo.toml names them one by one).
+for page in target/"$PROFILE"/libra-worker-assets/man/*.1.gz; do
+  [ -f "/usr/share/man/man1/$(basename "$page")" ] || fail "the package lacks $(basename "$page")"
+done
 
 step "systemd-analyze verify"
 systemd-analyze verify /usr/lib/systemd/system/libra-worker.service 2>&1 | tee "$work/verify.txt"
@@ -73,7 +77,12 @@ gport=$(free_port)
 gearmand --listen=127.0.0.1 --port="$gport" --log-file=none --threads=1 &
 gearmand_pid=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$gport") 2>/dev/null && break; sleep 0.1; done
-setpriv --reuid=libra --regid=libra --init-groups -- env LIBRA_WORKER__GEARMAN__SERVERS="127.0.0.1:$gport" \
+# As the unit runs it: user libra, no new privileges, CAP_NET_BIND_SERVICE as the only
+# (ambient) capability, so the managed HAProxy can listen below 1024. (ProtectSystem and
+# the other namespace settings need systemd as PID 1, which CI does not have.)
+setpriv --reuid=libra --regid=libra --init-groups --no-new-privs \
+  --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service \
+  -- env LIBRA_WORKER__GEARMAN__SERVERS="127.0.0.1:$gport" \
   LIBRA_WORKER__WORKER__FUNCTION=package-test LIBRA_WORKER__HAPROXY__BIND_ADDRESS=127.0.0.1 \
   /usr/bin/libra-worker run --config /etc/libra/libra-worker.toml 2>"$work/worker.log" &
 worker_pid=$!
@@ -86,7 +95,14 @@ echo "$answer" | grep -q '"hpcs_response":"PASS"' || fail "DISCOVER: '$answer'; 
 [ "$(ps -o user= -p "$worker_pid")" = "libra" ] || fail "the worker does not run as libra"
 
 step "managed HAProxy as libra, and its log rotated while it serves"
-bport=$(free_port); lport=$(free_port)
+bport=$(free_port)
+# A privileged port, as load balancers use (80, 443): bindable only through the capability.
+lport=$(python3 -c 'import socket
+for p in range(900, 1000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass')
 mkdir -p "$work/www" && echo backend-ok > "$work/www/index.html"
 python3 -m http.server "$bport" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
 backend_pid=$!
@@ -96,6 +112,7 @@ answer=$(/usr/bin/libra-worker submit --server "127.0.0.1:$gport" --function pac
 echo "$answer" | grep -q '"hpcs_response":"PASS"' || fail "UPDATE: $answer; log: $(cat "$work/worker.log")"
 haproxy_master=$(cat /var/lib/libra-worker/haproxy.pid)
 [ "$(ps -o user= -p "$haproxy_master")" = "libra" ] || fail "HAProxy does not run as libra"
+grep -q "^NoNewPrivs:[[:space:]]*1" "/proc/$haproxy_master/status" || fail "HAProxy runs without no_new_privs"
 log=/var/lib/libra-worker/haproxy.log
 for i in $(seq 5); do curl -fsS "http://127.0.0.1:$lport/?before-rotation-$i" >/dev/null || fail "traffic"; done
 for _ in $(seq 50); do grep -q before-rotation-5 "$log" && break; sleep 0.1; done
