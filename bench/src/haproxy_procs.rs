@@ -150,7 +150,7 @@ fn poll(
     };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let with_rss = r.polls % POLLS_PER_SAMPLE == 0;
+        let with_rss = r.polls.is_multiple_of(POLLS_PER_SAMPLE);
         let now = haproxy_now(pid_file, with_rss);
         let (seconds, after_updates) = (
             clock.elapsed().as_secs_f64(),

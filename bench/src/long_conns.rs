@@ -61,6 +61,9 @@ pub struct PoolOpts {
     pub every: Duration,
     /// Open a new connection after a cut (the storm); or stay down (the limit check).
     pub reconnect: bool,
+    /// Connection `i` opens `i * stagger` after the start: opened while reloads run, the
+    /// connections spread over several HAProxy processes instead of sitting on one.
+    pub stagger: Duration,
 }
 
 /// What the pool saw, at its end.
@@ -285,6 +288,14 @@ fn idle(conn: &mut Conn, wait: Duration) -> Result<(), CutKind> {
 /// last exchange says whether the connection is alive at the end.
 fn client(id: usize, opts: PoolOpts, offset: Duration, shared: &Shared) -> ThreadEnd {
     let mut end = ThreadEnd::default();
+    let opens = Instant::now() + opts.stagger.mul_f64(id as f64);
+    while Instant::now() < opens && !shared.stopping() {
+        thread::sleep(
+            opens
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
     let mut seq = 0u64;
     let mut conn: Option<Conn> = None;
     let mut next = Instant::now() + offset;
@@ -367,6 +378,7 @@ mod tests {
             addr,
             every: Duration::from_millis(50),
             reconnect: false,
+            stagger: Duration::ZERO,
         };
         let pool = LongConns::start(opts, clock, Arc::new(AtomicU64::new(7))).unwrap();
         thread::sleep(Duration::from_millis(300));

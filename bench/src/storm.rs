@@ -12,9 +12,12 @@
 //! "to the limit" opens the long connections, runs exactly `max_old_workers` reloads and
 //! checks every connection still exchanges, then one more reload and counts the cuts; the
 //! storm proper (1,000 UPDATEs) lets a cut connection reconnect at once, as a client
-//! would, and reports every cut with the UPDATE it came with. Requests must not fail,
-//! reconnections must not be refused, the old workers must stay within the limit and the
-//! RSS must not grow.
+//! would, and reports every cut with the UPDATE it came with. Opened together, the long
+//! connections all sit on one HAProxy process, which keeps at most one old worker busy;
+//! so a third part opens them one by one while reloads run, spreading them over many
+//! processes, which keeps the old workers at the limit (and every reload then waits for
+//! the one it would stop). Requests must not fail, reconnections must not be refused, the
+//! old workers must stay within the limit and the RSS must not grow.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +42,11 @@ use super::wrk::{self, ClientMode, WrkReport, WrkRun};
 /// UPDATEs of the storm proper, and of a `--quick` one.
 pub const DEFAULT_UPDATES: usize = 1_000;
 pub const QUICK_UPDATES: usize = 100;
+/// UPDATEs of the third part, whose long connections open one by one while reloads run,
+/// so that they sit on many HAProxy processes and keep the old workers at the limit.
+pub const SPREAD_UPDATES: usize = 60;
+/// Between two long connections' opening in the third part: about one reload.
+const SPREAD_STAGGER: Duration = Duration::from_millis(150);
 /// Long-lived TCP connections.
 pub const LONG_CONNECTIONS: usize = 50;
 /// Between two exchanges of one long connection.
@@ -186,15 +194,25 @@ impl Rig {
         )?)
     }
 
-    /// Opens the long connections and waits until each has made one exchange.
-    fn long_conns(&self, clock: Instant, reconnect: bool) -> Result<LongConns, StormError> {
+    /// Opens the long connections and, unless they are staggered, waits until each has
+    /// made one exchange.
+    fn long_conns(
+        &self,
+        clock: Instant,
+        reconnect: bool,
+        stagger: Duration,
+    ) -> Result<LongConns, StormError> {
         let opts = PoolOpts {
             count: LONG_CONNECTIONS,
             addr: self.tcp_addr(),
             every: LONG_EVERY,
             reconnect,
+            stagger,
         };
         let pool = LongConns::start(opts, clock, self.progress.clone())?;
+        if !stagger.is_zero() {
+            return Ok(pool);
+        }
         let until = Instant::now() + CONN_WAIT;
         while pool.ok_since(clock) < LONG_CONNECTIONS {
             if Instant::now() >= until {
@@ -259,9 +277,14 @@ fn run(env: &Env, opts: StormOpts) -> Result<Section, StormError> {
         "storm: {} structural UPDATEs back to back, long connections reconnecting",
         opts.updates
     );
-    let storm = storm(env, &mut rig, opts.updates)?;
+    let storm_part = storm(env, &mut rig, opts.updates, Duration::ZERO, "storm")?;
+    note!(
+        "storm: spread: {SPREAD_UPDATES} UPDATEs, the long connections opened {} ms apart",
+        SPREAD_STAGGER.as_millis()
+    );
+    let spread = storm(env, &mut rig, SPREAD_UPDATES, SPREAD_STAGGER, "spread")?;
     let _ = rig.worker.stop();
-    let (markdown, json, why) = storm_report::render(&limit_part, &storm);
+    let (markdown, json, why) = storm_report::render(&limit_part, &storm_part, &spread);
     if why.is_empty() {
         Ok(Section { markdown, json })
     } else {
@@ -278,7 +301,7 @@ fn to_the_limit(env: &Env, rig: &mut Rig, limit: u32) -> Result<LimitPart, Storm
     let clock = Instant::now();
     let sampler = rig.sampler(clock)?;
     let mut traffic = Traffic::start(env, rig, "limit")?;
-    let pool = rig.long_conns(clock, false)?;
+    let pool = rig.long_conns(clock, false, Duration::ZERO)?;
     let mut outcomes = Vec::new();
     for _ in 0..limit {
         outcomes.push(rig.update());
@@ -312,20 +335,27 @@ fn to_the_limit(env: &Env, rig: &mut Rig, limit: u32) -> Result<LimitPart, Storm
     })
 }
 
-/// `updates` structural UPDATEs back to back; long connections reconnect when cut.
-fn storm(env: &Env, rig: &mut Rig, updates: usize) -> Result<StormPart, StormError> {
+/// `updates` structural UPDATEs back to back; long connections reconnect when cut. With
+/// a `stagger`, they open one by one while the UPDATEs run.
+fn storm(
+    env: &Env,
+    rig: &mut Rig,
+    updates: usize,
+    stagger: Duration,
+    label: &str,
+) -> Result<StormPart, StormError> {
     let clock = Instant::now();
     let sampler = rig.sampler(clock)?;
-    let mut traffic = Traffic::start(env, rig, "storm")?;
-    let pool = rig.long_conns(clock, true)?;
+    let mut traffic = Traffic::start(env, rig, label)?;
+    let pool = rig.long_conns(clock, true, stagger)?;
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(updates);
     for i in 0..updates {
         outcomes.push(rig.update());
         traffic.check()?;
-        if (i + 1) % 100 == 0 {
+        if (i + 1).is_multiple_of(100) {
             note!(
-                "storm: {} UPDATEs in {:.0} s, {} long-connection cuts so far",
+                "storm: {label}: {} UPDATEs in {:.0} s, {} long-connection cuts so far",
                 i + 1,
                 started.elapsed().as_secs_f64(),
                 pool.lost_so_far()
@@ -337,6 +367,7 @@ fn storm(env: &Env, rig: &mut Rig, updates: usize) -> Result<StormPart, StormErr
     let conns: PoolReport = pool.finish();
     let (keep_alive, close) = traffic.finish()?;
     Ok(StormPart {
+        stagger,
         seconds,
         outcomes,
         conns,

@@ -16,7 +16,7 @@ use super::wrk::WrkReport;
 
 /// Cuts less than this apart belong to one wave (one reload stops one old worker).
 const WAVE_GAP_S: f64 = 0.5;
-/// The RSS of the second half of the storm may exceed the first half's peak by this much
+/// The RSS of the last third of a part may exceed the middle third's peak by this much
 /// before it counts as growth: a reload's new worker briefly doubles a process's pages.
 const RSS_GROWTH_TOLERANCE: f64 = 1.25;
 
@@ -37,8 +37,10 @@ pub struct LimitPart {
     pub procs: SamplerReport,
 }
 
-/// The storm proper.
+/// The storm proper, or its spread variant.
 pub struct StormPart {
+    /// Between two long connections' opening (zero: all at once).
+    pub stagger: std::time::Duration,
     pub seconds: f64,
     pub outcomes: Vec<Result<f64, String>>,
     pub conns: PoolReport,
@@ -111,15 +113,16 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 }
 
 /// HAProxy's RSS over a part: min, max, last, slope per minute, and the peaks of the
-/// first and second halves (by time) in KiB.
+/// middle and last thirds (by time) in KiB: the first third is the ramp-up (old workers
+/// filling up to the limit), growth after it would be a leak.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RssSummary {
     pub min_kib: u64,
     pub max_kib: u64,
     pub last_kib: u64,
     pub slope_kib_per_min: f64,
-    pub first_half_max_kib: u64,
-    pub second_half_max_kib: u64,
+    pub middle_third_max_kib: u64,
+    pub last_third_max_kib: u64,
 }
 
 pub fn rss(procs: &SamplerReport) -> RssSummary {
@@ -127,9 +130,9 @@ pub fn rss(procs: &SamplerReport) -> RssSummary {
     let Some(end) = s.last().map(|l| l.seconds) else {
         return RssSummary::default();
     };
-    let half = |second: bool| {
+    let third = |from: f64, to: f64| {
         s.iter()
-            .filter(|x| (x.seconds > end / 2.0) == second)
+            .filter(|x| x.seconds > end * from && x.seconds <= end * to)
             .map(|x| x.rss_kib)
             .max()
             .unwrap_or(0)
@@ -140,8 +143,8 @@ pub fn rss(procs: &SamplerReport) -> RssSummary {
         max_kib: s.iter().map(|x| x.rss_kib).max().unwrap_or(0),
         last_kib: s.last().map_or(0, |x| x.rss_kib),
         slope_kib_per_min: slope(&points) * 60.0,
-        first_half_max_kib: half(false),
-        second_half_max_kib: half(true),
+        middle_third_max_kib: third(1.0 / 3.0, 2.0 / 3.0),
+        last_third_max_kib: third(2.0 / 3.0, 1.0),
     }
 }
 
@@ -205,7 +208,11 @@ fn common_failures(
 }
 
 /// The report's markdown and JSON, and what failed (empty: the run passed).
-pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<String>) {
+pub fn render(
+    limit: &LimitPart,
+    storm: &StormPart,
+    spread: &StormPart,
+) -> (String, Value, Vec<String>) {
     let mut why = Vec::new();
     let mut md = String::new();
 
@@ -272,40 +279,69 @@ pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<Strin
         limit.procs.max_old_workers, limit.procs.limit
     );
 
-    // The storm proper.
+    let (storm_md, storm_json) = storm_section("part 2", storm, &mut why);
+    let (spread_md, spread_json) = storm_section("part 3", spread, &mut why);
+    md.push_str(&storm_md);
+    md.push_str(&spread_md);
+    let json = json!({
+        "to_the_limit": {
+            "max_old_workers": limit.limit,
+            "long_connections": n,
+            "survived_limit_reloads": limit.survived,
+            "lost_during_limit_reloads": limit.lost_at_limit,
+            "cut_by_one_more": cut_by_next,
+            "cut_seen_after_s": cut_after,
+            "one_more_answered_after_s": limit.one_more_answered_at - limit.one_more_at,
+            "update_ms": limit_ms,
+            "failed_updates": limit_failed,
+            "wrk_keep_alive": limit.keep_alive,
+            "wrk_close": limit.close,
+            "waves": limit_waves,
+            "procs": limit.procs,
+        },
+        "storm": storm_json,
+        "spread": spread_json,
+        "failures": why,
+    });
+    (md, json, why)
+}
+
+/// A storm part's markdown and JSON; what failed goes to `why`.
+fn storm_section(part: &str, storm: &StormPart, why: &mut Vec<String>) -> (String, Value) {
+    let mut md = String::new();
     let (ms, failed) = split(&storm.outcomes);
     common_failures(
-        "storm",
+        part,
         &failed,
         &storm.keep_alive,
         &storm.close,
         &storm.procs,
-        &mut why,
+        why,
     );
     let c = &storm.conns;
     if c.alive_at_end < c.connections {
         why.push(format!(
-            "storm: {} of {} long connections alive at the end",
+            "{part}: {} of {} long connections alive at the end",
             c.alive_at_end, c.connections
         ));
     }
     let refused = c.count(CutKind::ConnectFailed);
     if refused > 0 {
-        why.push(format!("storm: {refused} failed reconnections"));
+        why.push(format!("{part}: {refused} failed reconnections"));
     }
     let odd = c.count(CutKind::Timeout) + c.count(CutKind::WrongEcho) + c.count(CutKind::Other);
     if odd > 0 {
         why.push(format!(
-            "storm: {odd} long connections lost otherwise than closed or reset ({})",
+            "{part}: {odd} long connections lost otherwise than closed or reset ({})",
             kinds(c)
         ));
     }
     let r = rss(&storm.procs);
-    if r.second_half_max_kib as f64 > r.first_half_max_kib as f64 * RSS_GROWTH_TOLERANCE {
+    if r.last_third_max_kib as f64 > r.middle_third_max_kib as f64 * RSS_GROWTH_TOLERANCE {
         why.push(format!(
-            "storm: HAProxy RSS grew: peak {} in the second half against {} in the first",
-            mb(r.second_half_max_kib),
-            mb(r.first_half_max_kib)
+            "{part}: HAProxy RSS grew: peak {} in the last third against {} in the middle one",
+            mb(r.last_third_max_kib),
+            mb(r.middle_third_max_kib)
         ));
     }
     let storm_waves = waves(c);
@@ -315,9 +351,14 @@ pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<Strin
         .collect();
     gaps.sort_by(f64::total_cmp);
     let waited = ms.iter().filter(|m| **m >= 1000.0).count();
+    let opened = if storm.stagger.is_zero() {
+        "opened together".to_string()
+    } else {
+        format!("opened {} ms apart", storm.stagger.as_millis())
+    };
     let _ = writeln!(
         md,
-        "\n### Reload storm, part 2: {} structural UPDATEs back to back in {:.0} s, wrk keep-alive x{} and close-mode x{}, {} long TCP connections that reconnect when cut\n",
+        "\n### Reload storm, {part}: {} structural UPDATEs back to back in {:.0} s, wrk keep-alive x{} and close-mode x{}, {} long TCP connections {opened} that reconnect when cut\n",
         storm.outcomes.len(),
         storm.seconds,
         super::storm::WRK_CONNECTIONS_PER_MODE,
@@ -371,13 +412,13 @@ pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<Strin
     );
     let _ = writeln!(
         md,
-        "| HAProxy RSS (master + workers) min / max / last | {} / {} / {} |\n| HAProxy RSS slope; peak of first / second half | {:+.1} KiB/min; {} / {} |",
+        "| HAProxy RSS (master + workers) min / max / last | {} / {} / {} |\n| HAProxy RSS slope; peak of the middle / last third | {:+.1} KiB/min; {} / {} |",
         mb(r.min_kib),
         mb(r.max_kib),
         mb(r.last_kib),
         r.slope_kib_per_min,
-        mb(r.first_half_max_kib),
-        mb(r.second_half_max_kib)
+        mb(r.middle_third_max_kib),
+        mb(r.last_third_max_kib)
     );
     let _ = writeln!(
         md,
@@ -385,7 +426,7 @@ pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<Strin
     );
     let samples = &storm.procs.samples;
     for (i, s) in samples.iter().enumerate() {
-        if i % 10 == 0 || i + 1 == samples.len() {
+        if i.is_multiple_of(10) || i + 1 == samples.len() {
             let _ = writeln!(
                 md,
                 "| {:.0} | {} | {} | {} | {} |",
@@ -398,39 +439,22 @@ pub fn render(limit: &LimitPart, storm: &StormPart) -> (String, Value, Vec<Strin
         }
     }
     let json = json!({
-        "to_the_limit": {
-            "max_old_workers": limit.limit,
-            "long_connections": n,
-            "survived_limit_reloads": limit.survived,
-            "lost_during_limit_reloads": limit.lost_at_limit,
-            "cut_by_one_more": cut_by_next,
-            "cut_seen_after_s": cut_after,
-            "one_more_answered_after_s": limit.one_more_answered_at - limit.one_more_at,
-            "update_ms": limit_ms,
-            "failed_updates": limit_failed,
-            "wrk_keep_alive": limit.keep_alive,
-            "wrk_close": limit.close,
-            "waves": limit_waves,
-            "procs": limit.procs,
-        },
-        "storm": {
-            "updates": storm.outcomes.len(),
-            "seconds": storm.seconds,
-            "update_p50_ms": percentile(&ms, 0.5),
-            "update_p99_ms": percentile(&ms, 0.99),
-            "update_max_ms": ms.last().copied().unwrap_or(0.0),
-            "updates_over_1s": waited,
-            "failed_updates": failed,
-            "wrk_keep_alive": storm.keep_alive,
-            "wrk_close": storm.close,
-            "long_connections": c,
-            "waves": storm_waves,
-            "rss": r,
-            "procs": storm.procs,
-        },
-        "failures": why,
+        "updates": storm.outcomes.len(),
+        "stagger_ms": storm.stagger.as_millis() as u64,
+        "seconds": storm.seconds,
+        "update_p50_ms": percentile(&ms, 0.5),
+        "update_p99_ms": percentile(&ms, 0.99),
+        "update_max_ms": ms.last().copied().unwrap_or(0.0),
+        "updates_over_1s": waited,
+        "failed_updates": failed,
+        "wrk_keep_alive": storm.keep_alive,
+        "wrk_close": storm.close,
+        "long_connections": c,
+        "waves": storm_waves,
+        "rss": r,
+        "procs": storm.procs,
     });
-    (md, json, why)
+    (md, json)
 }
 
 #[cfg(test)]
