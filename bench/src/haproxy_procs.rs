@@ -59,16 +59,28 @@ pub fn haproxy_now(pid_file: &Path, rss: bool) -> HaproxyNow {
     let pids =
         std::iter::once(master).chain(children.split_whitespace().filter_map(|p| p.parse().ok()));
     for pid in pids {
+        if !running(pid) {
+            continue;
+        }
+        now.processes += 1;
         if rss {
-            if let Ok(m) = procfs::memory(pid) {
-                now.rss_kib += m.rss_kib;
-                now.processes += 1;
-            }
-        } else if Path::new(&format!("/proc/{pid}")).exists() {
-            now.processes += 1;
+            now.rss_kib += procfs::memory(pid).map_or(0, |m| m.rss_kib);
         }
     }
     now
+}
+
+/// Whether `pid` exists and is not a zombie: an exited worker the master has not reaped
+/// yet serves nothing and holds no memory.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            // The state follows the command name, which is in parentheses.
+            let after = &t[t.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// One RSS sample.
@@ -92,6 +104,12 @@ pub struct SamplerReport {
     pub max_old_workers_at: (f64, u64),
     /// Polls that saw more old workers than `limit`.
     pub polls_over_limit: u64,
+    /// Runs of consecutive polls over the limit, and the longest run (in polls): HAProxy's
+    /// master stops the worker past `mworker-max-reloads` only once the new worker is
+    /// forked, so one over the limit for a moment at such a reload is how HAProxy works;
+    /// a long run would be workers not stopped.
+    pub episodes_over_limit: u64,
+    pub longest_episode_polls: u64,
     pub limit: u32,
 }
 
@@ -149,6 +167,8 @@ fn poll(
         ..SamplerReport::default()
     };
     let mut next = Instant::now();
+    // Consecutive polls over the limit so far.
+    let mut run = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let with_rss = r.polls.is_multiple_of(POLLS_PER_SAMPLE);
         let now = haproxy_now(pid_file, with_rss);
@@ -164,6 +184,13 @@ fn poll(
         }
         if old > limit {
             r.polls_over_limit += 1;
+            run += 1;
+            if run == 1 {
+                r.episodes_over_limit += 1;
+            }
+            r.longest_episode_polls = r.longest_episode_polls.max(run);
+        } else {
+            run = 0;
         }
         if with_rss && now.processes > 0 {
             r.samples.push(ProcSample {

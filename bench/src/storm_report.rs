@@ -16,6 +16,9 @@ use super::wrk::WrkReport;
 
 /// Cuts less than this apart belong to one wave (one reload stops one old worker).
 const WAVE_GAP_S: f64 = 0.5;
+/// Consecutive 100 ms polls with more old workers than the limit that still count as the
+/// moment between a reload's new worker and the exit of the one its master stops.
+const MAX_EPISODE_POLLS: u64 = 2;
 /// The RSS of the last third of a part may exceed the middle third's peak by this much
 /// before it counts as growth: a reload's new worker briefly doubles a process's pages.
 const RSS_GROWTH_TOLERANCE: f64 = 1.25;
@@ -199,10 +202,14 @@ fn common_failures(
             failed_updates.join("; ")
         ));
     }
-    if procs.polls_over_limit > 0 {
+    if procs.longest_episode_polls > MAX_EPISODE_POLLS {
         why.push(format!(
-            "{part}: {} old workers seen (limit {}) in {} of {} polls",
-            procs.max_old_workers, procs.limit, procs.polls_over_limit, procs.polls
+            "{part}: {} old workers seen (limit {}) for {} polls in a row ({} polls over the limit of {})",
+            procs.max_old_workers,
+            procs.limit,
+            procs.longest_episode_polls,
+            procs.polls_over_limit,
+            procs.polls
         ));
     }
 }
@@ -407,8 +414,13 @@ fn storm_section(part: &str, storm: &StormPart, why: &mut Vec<String>) -> (Strin
     }
     let _ = writeln!(
         md,
-        "| failed reconnections | {refused} |\n| old workers, most seen (limit); polls over the limit | {} ({}); {} of {} |",
-        storm.procs.max_old_workers, storm.procs.limit, storm.procs.polls_over_limit, storm.procs.polls
+        "| failed reconnections | {refused} |\n| old workers, most seen (limit) | {} ({}) |\n| 100 ms polls over the limit; in how many runs, longest run | {} of {}; {}, {} polls |",
+        storm.procs.max_old_workers,
+        storm.procs.limit,
+        storm.procs.polls_over_limit,
+        storm.procs.polls,
+        storm.procs.episodes_over_limit,
+        storm.procs.longest_episode_polls
     );
     let _ = writeln!(
         md,
