@@ -555,5 +555,17 @@ mod tests {
         assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
         server.send(Packet::NoJob).await.unwrap();
         assert_eq!(next(&mut server).await, Packet::PreSleep);
+        // Woken for one job (window 1): its answer and a single grab, no prefetch grabs
+        // ahead of it; that grab's NO_JOB puts the worker back to sleep.
+        server.send(Packet::Noop).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        server.send(assign("H:4")).await.unwrap();
+        assert!(matches!(
+            next(&mut server).await,
+            Packet::WorkComplete { handle, .. } if handle == b("H:4")
+        ));
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        server.send(Packet::NoJob).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::PreSleep);
     }
 }
