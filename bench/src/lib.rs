@@ -2,7 +2,8 @@
 //! `procs`), the worker-against-C-worker comparison (`suite`), and against a HAProxy-driver
 //! worker (`appliance`, `updates`, `client`) the UPDATE latency (`update_latency`, `steps`,
 //! `standalone`) and zero-drop (`zero_drop`, `wrk`, `http_backend`) sections (`section`),
-//! and the time a killed HAProxy takes to serve again (`recovery`).
+//! the time a killed HAProxy takes to serve again (`recovery`), and the reload storm
+//! (`storm`, `storm_report`, `long_conns`, `echo_backend`, `haproxy_procs`).
 //! Hand-written: the Gearman load tools that exist submit one job at a time per connection.
 
 /// Writes a line to standard output. A reader that went away (`| head`) is no reason to
@@ -24,8 +25,11 @@ macro_rules! note {
 
 pub mod appliance;
 pub mod client;
+pub mod echo_backend;
+pub mod haproxy_procs;
 pub mod http_backend;
 pub mod load;
+pub mod long_conns;
 pub mod procfs;
 pub mod procs;
 pub mod recovery;
@@ -37,6 +41,8 @@ pub mod soak;
 pub mod standalone;
 pub mod stats;
 pub mod steps;
+pub mod storm;
+pub mod storm_report;
 pub mod suite;
 pub mod update_latency;
 pub mod updates;
@@ -202,6 +208,20 @@ pub enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Issue 12's reload storm: structural UPDATEs back to back under wrk keep-alive and
+    /// close-mode clients and 50 long-lived TCP connections; first the long connections
+    /// across `max_old_workers` reloads and one more, then the storm (`libra-bench storm`).
+    Storm {
+        /// UPDATEs of the storm (default 1,000; 100 with --quick).
+        #[arg(long)]
+        updates: Option<usize>,
+        /// A short storm.
+        #[arg(long)]
+        quick: bool,
+        /// Also print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// UPDATEs of a --quick run.
@@ -235,6 +255,19 @@ pub fn main(args: BenchArgs) -> i32 {
     }) = &args.command
     {
         return scale::main(sizes, *updates, *json);
+    }
+    if let Some(Sub::Storm {
+        updates,
+        quick,
+        json,
+    }) = &args.command
+    {
+        let updates = updates.unwrap_or(if *quick {
+            storm::QUICK_UPDATES
+        } else {
+            storm::DEFAULT_UPDATES
+        });
+        return storm::main(storm::StormOpts { updates }, *json);
     }
     if args.suite {
         return suite::main(&args);

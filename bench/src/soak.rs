@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::appliance::{HaproxyWorker, LogLevel};
 use super::client::JobClient;
+use super::haproxy_procs;
 use super::http_backend::HttpBackend;
 use super::load::{self, Expect, LoadSpec};
 use super::procfs;
@@ -395,31 +396,14 @@ fn sample(worker: &HaproxyWorker, at: Duration) -> Result<Sample, SoakError> {
                 .and_then(|v| v.trim().parse().ok())
         })
         .ok_or_else(|| err("no Threads line".to_string()))?;
-    // The master (its pid file) and its children: the current worker and the old ones
-    // still draining.
-    let (mut haproxy_rss, mut processes) = (0, 0);
-    let master = std::fs::read_to_string(&worker.haproxy().pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok());
-    if let Some(master) = master {
-        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .unwrap_or_default();
-        let pids = std::iter::once(master)
-            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()));
-        for p in pids {
-            if let Ok(m) = procfs::memory(p) {
-                haproxy_rss += m.rss_kib;
-                processes += 1;
-            }
-        }
-    }
+    let haproxy = haproxy_procs::haproxy_now(&worker.haproxy().pid_file, true);
     Ok(Sample {
         seconds: at.as_secs_f64(),
         worker_rss_kib: memory.rss_kib,
         worker_fds: fds,
         worker_threads: threads,
-        haproxy_rss_kib: haproxy_rss,
-        haproxy_processes: processes,
+        haproxy_rss_kib: haproxy.rss_kib,
+        haproxy_processes: u64::from(haproxy.processes),
     })
 }
 
@@ -445,7 +429,7 @@ fn slope_per_minute(samples: &[Sample], f: fn(&Sample) -> u64) -> f64 {
 }
 
 /// The `q` quantile of sorted values (nearest rank); 0 when empty.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

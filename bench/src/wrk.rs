@@ -116,6 +116,20 @@ pub fn start(
     threads: u32,
     log: &Path,
 ) -> Result<WrkRun, WrkError> {
+    start_for(program, url, mode, connections, threads, log, MAX_RUN)
+}
+
+/// As `start`, for runs that may last longer than `start`'s ten minutes: wrk ends itself
+/// after `max_run` (`finish` then reports it as ended early).
+pub fn start_for(
+    program: &Path,
+    url: &str,
+    mode: ClientMode,
+    connections: u32,
+    threads: u32,
+    log: &Path,
+    max_run: Duration,
+) -> Result<WrkRun, WrkError> {
     let out = std::fs::File::create(log).map_err(|source| WrkError::Output {
         path: log.display().to_string(),
         source,
@@ -130,7 +144,7 @@ pub fn start(
         .arg("-c")
         .arg(connections.max(1).to_string())
         .arg("-d")
-        .arg(format!("{}s", MAX_RUN.as_secs()))
+        .arg(format!("{}s", max_run.as_secs().max(1)))
         .arg("--timeout")
         .arg(format!("{REQUEST_TIMEOUT_S}s"));
     if mode == ClientMode::Close {

@@ -67,6 +67,9 @@ pub struct ConnectionActor {
     /// How many grabs may be in flight: 1 while the queue looks empty, doubled (up to
     /// `prefetch`) by every grab that brings a job, back to 1 on NO_JOB.
     grab_window: usize,
+    /// The job server woke us (NOOP) and no job has come since: the first one does not
+    /// widen the grab window, since one job after a wake-up says nothing of a busy queue.
+    after_wake: bool,
     healthy: bool,
     failed: bool,
     last_rx: Instant,
@@ -98,6 +101,7 @@ impl ConnectionActor {
             in_hand: 0,
             grabs_out: 0,
             grab_window: 1,
+            after_wake: false,
             healthy: false,
             failed: false,
             last_rx: Instant::now(),
@@ -110,6 +114,7 @@ impl ConnectionActor {
         self.in_hand = 0;
         self.grabs_out = 0;
         self.grab_window = 1;
+        self.after_wake = false;
         self.healthy = false;
         self.failed = false;
         self.last_rx = Instant::now();
@@ -178,7 +183,9 @@ impl ConnectionActor {
 
     fn assigned(&mut self, handle: Bytes, unique: Bytes, data: Bytes, ctx: &mut Context<Self>) {
         self.grabs_out = self.grabs_out.saturating_sub(1);
-        self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
+        if !std::mem::take(&mut self.after_wake) {
+            self.grab_window = (self.grab_window * 2).min(self.config.prefetch.max(1));
+        }
         self.became_healthy();
         self.job(handle, unique, data, ctx);
     }
@@ -206,8 +213,15 @@ impl ConnectionActor {
                 act.status.inbox.finished(started);
             })
             .spawn(ctx);
-        // Prefetch: ask for the next job while this one runs, when configured.
-        self.grab(ctx);
+        // Prefetch: ask for the next job while this one runs, when configured; but one turn
+        // of the event loop later. A job answered at once (DISCOVER, the null driver) has
+        // then written its WORK_COMPLETE first, and the grabs follow it in the same write:
+        // the job server forwards the answer to the client before it answers the grabs,
+        // instead of after (the answer is what the client waits for).
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(tokio::task::yield_now())
+                .map(|(), act, ctx| act.grab(ctx)),
+        );
     }
 
     fn answered(
@@ -368,7 +382,10 @@ impl ConnectionActor {
                 }
                 self.notify_drained();
             }
-            Packet::Noop => self.grab(ctx),
+            Packet::Noop => {
+                self.after_wake = true;
+                self.grab(ctx)
+            }
             Packet::JobAssignUniq {
                 handle,
                 unique,
@@ -535,6 +552,18 @@ mod tests {
         assert_eq!(next(&mut server).await, Packet::PreSleep);
         // Woken with an empty queue behind it: one grab again, then sleep.
         server.send(Packet::Noop).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        server.send(Packet::NoJob).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::PreSleep);
+        // Woken for one job (window 1): its answer and a single grab, no prefetch grabs
+        // ahead of it; that grab's NO_JOB puts the worker back to sleep.
+        server.send(Packet::Noop).await.unwrap();
+        assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
+        server.send(assign("H:4")).await.unwrap();
+        assert!(matches!(
+            next(&mut server).await,
+            Packet::WorkComplete { handle, .. } if handle == b("H:4")
+        ));
         assert_eq!(next(&mut server).await, Packet::GrabJobUniq);
         server.send(Packet::NoJob).await.unwrap();
         assert_eq!(next(&mut server).await, Packet::PreSleep);
