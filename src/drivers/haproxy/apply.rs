@@ -140,9 +140,31 @@ impl HaproxyDriver {
         // The file says what now runs; it was produced by the same renderer from the same
         // structure HAProxy accepted, with validated node values, so it is not re-checked
         // here (that check alone costs more than the whole runtime change).
-        self.live.backup(&self.paths.config, &self.paths.backup)?;
-        self.live.install(&self.paths.config, text.as_bytes())?;
-        self.persist_model(next);
+        // The model is flushed by a second thread while this one replaces the file: the two
+        // fsyncs then share the file system's journal commit instead of waiting in turn.
+        let model = self.model_bytes(next);
+        let model_path = &self.paths.model;
+        let replaced = std::thread::scope(|scope| {
+            let saved = model.map(|bytes| {
+                scope.spawn(move || files::write_atomic(model_path, &bytes, files::PRIVATE_MODE))
+            });
+            let replaced = self.live.replace_keeping_backup(
+                &self.paths.config,
+                &self.paths.backup,
+                text.as_bytes(),
+            );
+            match saved.map(|s| s.join()) {
+                Some(Ok(Err(e))) => warn!(self.log, "cannot save the applied model"; "error" => %e),
+                Some(Err(_)) => warn!(
+                    self.log,
+                    "cannot save the applied model: its thread panicked"
+                ),
+                Some(Ok(Ok(()))) | None => {}
+            }
+            replaced
+        });
+        drop(text);
+        replaced?;
         self.applied_done();
         self.clock.lap("write");
         self.applied = Some(next.clone());
