@@ -263,21 +263,9 @@ impl HaproxyDriver {
     }
 
     pub(super) fn persist_model(&self, model: &Model) {
-        if let Some(bytes) = self.model_bytes(model) {
+        if let Some(bytes) = encode_model(model, &self.log) {
             if let Err(e) = files::write_atomic(&self.paths.model, &bytes, files::PRIVATE_MODE) {
                 warn!(self.log, "cannot save the applied model"; "error" => %e);
-            }
-        }
-    }
-
-    /// `model.json`'s bytes: compact, not pretty (the indentation only lengthened what every
-    /// UPDATE writes and flushes; `load_model` reads either).
-    pub(super) fn model_bytes(&self, model: &Model) -> Option<Vec<u8>> {
-        match serde_json::to_vec(model) {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                warn!(self.log, "cannot encode the applied model"; "error" => %e);
-                None
             }
         }
     }
@@ -290,6 +278,18 @@ impl HaproxyDriver {
                 warn!(self.log, "ignoring an unreadable model.json"; "error" => %e);
                 None
             }
+        }
+    }
+}
+
+/// `model.json`'s bytes: compact, not pretty (the indentation only lengthened what every
+/// UPDATE writes and flushes; `load_model` reads either).
+fn encode_model(model: &Model, log: &Logger) -> Option<Vec<u8>> {
+    match serde_json::to_vec(model) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            warn!(log, "cannot encode the applied model"; "error" => %e);
+            None
         }
     }
 }
