@@ -79,7 +79,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
 /// its data was flushed when it was written and is never changed in place, so only names
 /// change, and one directory flush covers both renames. Copying it instead cost a read,
 /// a write, one more file fsync and one more directory flush on every node-only UPDATE.
-/// Returns whether there was a file to keep.
+/// Where no hard link can be made, the backup is a copy. Returns whether there was a file
+/// to keep.
 pub fn replace_keeping_backup(
     path: &Path,
     backup: &Path,
@@ -111,12 +112,26 @@ pub fn replace_keeping_backup(
             remove_file_if_exists(backup).map_err(cleanup)?;
             false
         }
-        Err(source) => {
-            return Err(cleanup(FileError::Link {
-                from: path.to_path_buf(),
-                to: backup_tmp.clone(),
-                source,
-            }))
+        // A file system without hard links, or a link the kernel refuses
+        // (`fs.protected_hardlinks`): the backup is a flushed copy, as before.
+        Err(link_error) => {
+            let old = fs::read(path).map_err(|_| {
+                cleanup(FileError::Link {
+                    from: path.to_path_buf(),
+                    to: backup_tmp.clone(),
+                    source: link_error,
+                })
+            })?;
+            write_new(&backup_tmp, &old, mode)
+                .and_then(|()| {
+                    fs::rename(&backup_tmp, backup).map_err(|source| FileError::Rename {
+                        from: backup_tmp.clone(),
+                        to: backup.to_path_buf(),
+                        source,
+                    })
+                })
+                .map_err(cleanup)?;
+            true
         }
     };
     fs::rename(&tmp, path)
