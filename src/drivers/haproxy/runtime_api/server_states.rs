@@ -1,7 +1,8 @@
 //! Which servers take traffic, read from `show servers state` instead of `show stat`: at
-//! 10,000 servers HAProxy writes `show stat -1 4 -1` (2.8 MB, about 90 columns) in about
-//! 190 ms and `show servers state` (0.7 MB, 25 columns) in about 40 ms, measured on 2.6
-//! with the same file. STATS only needs one bit per server, which the state columns give.
+//! 10,000 servers HAProxy 2.6 writes `show stat -1 4 -1` (2.6 MB, about 90 columns) in
+//! 150-310 ms and `show servers state` (0.7 MB, 25 columns) in 40-50 ms, measured on the
+//! same process (`scripts/haproxy-cli-costs.py`). STATS needs one bit per server, which
+//! the state columns give.
 
 use super::quote;
 use super::stat_csv::AnswerError;
