@@ -191,6 +191,17 @@ pub(crate) mod id_comparisons {
 
 impl NodeId {
     pub fn parse(s: &str) -> Result<NodeId, InvalidValue> {
+        NodeId::check(s)?;
+        Ok(NodeId(s.to_string()))
+    }
+
+    /// `parse` of a string the caller owns already (a numeric id's text): no second copy.
+    pub fn parse_owned(s: String) -> Result<NodeId, InvalidValue> {
+        NodeId::check(&s)?;
+        Ok(NodeId(s))
+    }
+
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if s.is_empty() {
             return Err(InvalidValue::EmptyNodeId);
         }
@@ -201,7 +212,7 @@ impl NodeId {
         {
             return Err(InvalidValue::NodeId(quoted(s)));
         }
-        Ok(NodeId(s.to_string()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {

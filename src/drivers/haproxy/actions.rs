@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::error::{HaproxyError, Result};
-use super::{archive, files, live_files, render, serves, HaproxyDriver};
+use super::{archive, files, live_files, render, HaproxyDriver};
 use crate::config::HaproxyMode;
 use crate::drivers::{ArchiveTarget, NodeStatus, Statistics};
 
@@ -75,8 +75,8 @@ impl HaproxyDriver {
             return Err(HaproxyError::Deleted);
         }
         // One round trip: the stats socket answers only while HAProxy runs.
-        let rows = match self.socket.show_stat_servers() {
-            Ok(rows) => rows,
+        let servers = match self.socket.server_health() {
+            Ok(servers) => servers,
             // No socket, or one that went away mid-answer because HAProxy died: say so,
             // not how the socket failed.
             Err(e) if e.is_not_running() || !self.process.is_running() => {
@@ -93,15 +93,12 @@ impl HaproxyDriver {
                 .flat_map(|lb| lb.nodes.iter().map(|n| n.id.as_str()))
                 .collect()
         });
-        let mut nodes = Vec::new();
-        for row in &rows {
-            let (Some(px), Some(sv)) = (row.get("pxname"), row.get("svname")) else {
-                continue;
-            };
-            if !render::is_backend_name(px) {
+        let mut nodes = Vec::with_capacity(servers.len());
+        for server in servers {
+            if !render::is_backend_name(&server.backend) {
                 continue;
             }
-            let Some(id) = sv.strip_prefix(render::SERVER_PREFIX) else {
+            let Some(id) = server.server.strip_prefix(render::SERVER_PREFIX) else {
                 continue;
             };
             if known.as_ref().is_some_and(|k| !k.contains(id)) {
@@ -109,7 +106,7 @@ impl HaproxyDriver {
             }
             nodes.push(NodeStatus {
                 id: id.to_string(),
-                up: row.get("status").is_some_and(serves),
+                up: server.serves,
             });
         }
         Ok(nodes)

@@ -142,6 +142,23 @@ impl LiveFiles {
         Ok(())
     }
 
+    /// `backup` then `install`: the file that served is kept as `bkup`, `bytes` replace it.
+    /// Directly, the old file becomes the backup by a hard link (`files`); through the
+    /// privilege prefix, by the copies `backup` makes.
+    pub fn replace_keeping_backup(
+        &self,
+        live: &Path,
+        bkup: &Path,
+        bytes: &[u8],
+    ) -> Result<bool, LiveFileError> {
+        if !self.privileged() {
+            return Ok(files::replace_keeping_backup(live, bkup, bytes, self.mode)?);
+        }
+        let kept = self.backup(live, bkup)?;
+        self.install(live, bytes)?;
+        Ok(kept)
+    }
+
     /// Saves `live` as `bkup`; without a live file the backup is removed instead. Returns
     /// whether a live file was saved.
     pub fn backup(&self, live: &Path, bkup: &Path) -> Result<bool, LiveFileError> {

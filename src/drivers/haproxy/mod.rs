@@ -263,14 +263,10 @@ impl HaproxyDriver {
     }
 
     pub(super) fn persist_model(&self, model: &Model) {
-        match serde_json::to_vec_pretty(model) {
-            Ok(bytes) => {
-                if let Err(e) = files::write_atomic(&self.paths.model, &bytes, files::PRIVATE_MODE)
-                {
-                    warn!(self.log, "cannot save the applied model"; "error" => %e);
-                }
+        if let Some(bytes) = encode_model(model, &self.log) {
+            if let Err(e) = files::write_atomic(&self.paths.model, &bytes, files::PRIVATE_MODE) {
+                warn!(self.log, "cannot save the applied model"; "error" => %e);
             }
-            Err(e) => warn!(self.log, "cannot encode the applied model"; "error" => %e),
         }
     }
 
@@ -286,9 +282,23 @@ impl HaproxyDriver {
     }
 }
 
-/// Whether a server of `show stat` with this `status` takes traffic. `UP 1/3` is UP with a
+/// `model.json`'s bytes: compact, not pretty (the indentation only lengthened what every
+/// UPDATE writes and flushes; `load_model` reads either).
+fn encode_model(model: &Model, log: &Logger) -> Option<Vec<u8>> {
+    match serde_json::to_vec(model) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            warn!(log, "cannot encode the applied model"; "error" => %e);
+            None
+        }
+    }
+}
+
+/// Whether a server of `show stat` with this `status` takes traffic. STATS reads `show
+/// servers state` instead (`server_states`); the tests hold that reading to this one. `UP 1/3` is UP with a
 /// check transition pending (a server added at run time reads so until its first check,
 /// up to the check interval later); `DOWN 1/2` is DOWN on its way up, still out of rotation.
+#[cfg(test)]
 fn serves(status: &str) -> bool {
     status == "UP" || status.starts_with("UP ")
 }

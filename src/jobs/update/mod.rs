@@ -190,7 +190,7 @@ fn parse_lb(lb: &mut Map<String, Value>, limits: &Limits) -> Result<LoadBalancer
         });
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(node_count);
-    let mut ids = HashSet::new();
+    let mut ids = HashSet::with_capacity(node_count);
     if let Some(Value::Array(list)) = lb.get("nodes") {
         for entry in list {
             let Value::Object(node) = entry else {
@@ -272,20 +272,50 @@ fn parse_options(o: &Map<String, Value>) -> Result<Timeouts, UpdateError> {
     })
 }
 
+/// A node object's fields, read in one pass over its entries: a 10,000-node UPDATE looked
+/// each field up by hash (SipHash per key) 50,000 times, a third of the validation.
+#[derive(Default)]
+struct NodeFields<'a> {
+    port: Option<&'a Value>,
+    address: Option<&'a Value>,
+    id: Option<&'a Value>,
+    weight: Option<&'a Value>,
+    backup: Option<&'a Value>,
+}
+
+impl<'a> NodeFields<'a> {
+    fn of(node: &'a Map<String, Value>) -> NodeFields<'a> {
+        let mut f = NodeFields::default();
+        for (key, value) in node {
+            let slot = match key.as_str() {
+                "port" => &mut f.port,
+                "address" => &mut f.address,
+                "id" => &mut f.id,
+                "weight" => &mut f.weight,
+                "backup" => &mut f.backup,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        f
+    }
+}
+
 fn parse_node(node: &Map<String, Value>) -> Result<Node, UpdateError> {
-    let port = match node.get("port") {
+    let fields = NodeFields::of(node);
+    let port = match fields.port {
         None => return Err(UpdateError::MissingNodeField("port")),
         Some(v) => port_value("node port", v)?,
     };
-    let address = match node.get("address") {
+    let address = match fields.address {
         None => return Err(UpdateError::MissingNodeField("address")),
         Some(Value::String(a)) => Address::parse(a)?,
         Some(other) => return Err(UpdateError::wrong_type("A node address", "text", other)),
     };
-    let id = match node.get("id") {
+    let id = match fields.id {
         None | Some(Value::Null) => return Err(UpdateError::MissingNodeField("id")),
         Some(Value::String(s)) => NodeId::parse(s)?,
-        Some(Value::Number(n)) => NodeId::parse(&n.to_string())?,
+        Some(Value::Number(n)) => NodeId::parse_owned(n.to_string())?,
         Some(other) => {
             return Err(UpdateError::wrong_type(
                 "A node id",
@@ -294,7 +324,7 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, UpdateError> {
             ))
         }
     };
-    let weight = match node.get("weight") {
+    let weight = match fields.weight {
         None | Some(Value::Null) => 1,
         Some(v) => {
             let w = integer(v).ok_or_else(|| UpdateError::not_an_integer("weight", v))?;
@@ -307,7 +337,7 @@ fn parse_node(node: &Map<String, Value>) -> Result<Node, UpdateError> {
             w as u16
         }
     };
-    let backup = match node.get("backup") {
+    let backup = match fields.backup {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,

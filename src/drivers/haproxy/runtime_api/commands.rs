@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use super::client::{StatsError, StatsSocket};
 use super::quote;
+use super::server_states::{parse_server_health, ServerHealth};
 use super::stat_csv::{
     parse_info, parse_runtime_answer, parse_servers_state, parse_stat, AnswerError, StatRow,
 };
@@ -31,9 +32,10 @@ impl StatsSocket {
         self.read("show stat -1 2 -1", parse_stat)
     }
 
-    /// `show stat` of the server rows only: what STATS reads.
-    pub(crate) fn show_stat_servers(&self) -> Result<Vec<StatRow>, StatsError> {
-        self.read("show stat -1 4 -1", parse_stat)
+    /// Whether each server takes traffic, from `show servers state`: what STATS reads
+    /// (`server_states` says why not `show stat`).
+    pub(crate) fn server_health(&self) -> Result<Vec<ServerHealth>, StatsError> {
+        self.read("show servers state", parse_server_health)
     }
 
     /// `show info`: `Pid`, `Uptime_sec`, `CurrConns`, ... as text.
@@ -359,6 +361,32 @@ mod tests {
         );
     }
 
+    /// STATS reads `show servers state` (`server_states`); it must call a server up
+    /// exactly when `show stat`'s status does.
+    fn health_agrees(socket: &StatsSocket) {
+        let by_stat: Vec<(String, bool)> = socket
+            .show_stat()
+            .unwrap()
+            .iter()
+            .filter(|r| r.get("pxname") == Some("x-servers") && r.svname() != "BACKEND")
+            .map(|r| {
+                let status = r.get("status").unwrap_or("");
+                (
+                    r.svname().to_string(),
+                    crate::drivers::haproxy::serves(status),
+                )
+            })
+            .collect();
+        let by_state: Vec<(String, bool)> = socket
+            .server_health()
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.backend == "x-servers")
+            .map(|h| (h.server, h.serves))
+            .collect();
+        assert_eq!(by_state, by_stat);
+    }
+
     #[test]
     fn real_haproxy_runtime_api() {
         let mut h = TestHaproxy::started();
@@ -381,6 +409,7 @@ mod tests {
             Some(format!("127.0.0.1:{}", h.backend).as_str())
         );
         wait_status(&socket, "id-1", "UP");
+        health_agrees(&socket);
         let bout = || {
             row(&socket.show_stat().unwrap(), "x-servers", "BACKEND")
                 .get_u64("bout")
@@ -423,6 +452,7 @@ mod tests {
         // reload through the server-state file, written with the driver's atomic write.
         socket.disable_server("x-servers", "id-1").unwrap();
         wait_status(&socket, "id-1", "MAINT");
+        health_agrees(&socket);
         let state = socket.show_servers_state().unwrap();
         crate::drivers::haproxy::files::write_atomic(
             &h.path("server-state"),
@@ -455,6 +485,7 @@ mod tests {
             "New server registered."
         );
         wait_status(&after, "id-2", "MAINT");
+        health_agrees(&after);
         let err = after
             .add_server("x-servers", "id-3", local, h.backend, &["cookie", "id-3"])
             .unwrap_err();
@@ -464,8 +495,28 @@ mod tests {
             "{err}"
         );
         after.enable_server("x-servers", "id-2").unwrap();
+        // In rotation, its health checks still off: `no check`, not UP.
+        health_agrees(&after);
         after.enable_health("x-servers", "id-2").unwrap();
         wait_status(&after, "id-2", "UP");
+        health_agrees(&after);
+        // A server whose checks fail: DOWN in both readings.
+        let closed = free_port();
+        after
+            .add_server(
+                "x-servers",
+                "id-4",
+                local,
+                closed,
+                &["check", "inter", "100"],
+            )
+            .unwrap();
+        after.enable_server("x-servers", "id-4").unwrap();
+        after.enable_health("x-servers", "id-4").unwrap();
+        wait_status(&after, "id-4", "DOWN");
+        health_agrees(&after);
+        after.disable_server("x-servers", "id-4").unwrap();
+        after.del_server("x-servers", "id-4").unwrap();
         let err = after.del_server("x-servers", "id-2").unwrap_err();
         assert!(
             err.to_string()

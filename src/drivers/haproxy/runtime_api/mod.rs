@@ -5,6 +5,7 @@
 
 pub(crate) mod client;
 pub(crate) mod commands;
+pub(crate) mod server_states;
 pub(crate) mod session;
 pub(crate) mod stat_csv;
 
