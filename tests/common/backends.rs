@@ -205,6 +205,9 @@ fn serve_http(
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
+        // Counted before writing: a client that has read the answer must find it counted
+        // (counted after, a test reading the count at once could miss the last answer).
+        sent.fetch_add((head.len() + body.len()) as u64, Ordering::Relaxed);
         if writer
             .write_all(head.as_bytes())
             .and_then(|_| writer.write_all(body))
@@ -212,7 +215,6 @@ fn serve_http(
         {
             return;
         }
-        sent.fetch_add((head.len() + body.len()) as u64, Ordering::Relaxed);
         if close {
             let _ = writer.shutdown(Shutdown::Both);
             return;
@@ -223,19 +225,20 @@ fn serve_http(
 fn serve_echo(mut conn: TcpStream, name: &str, hits: &AtomicU64, sent: &AtomicU64) {
     hits.fetch_add(1, Ordering::Relaxed);
     let hello = format!("{name}:");
+    // Counted before writing, as in `serve_http`.
+    sent.fetch_add(hello.len() as u64, Ordering::Relaxed);
     if conn.write_all(hello.as_bytes()).is_err() {
         return;
     }
-    sent.fetch_add(hello.len() as u64, Ordering::Relaxed);
     let mut buf = [0u8; 4096];
     loop {
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                sent.fetch_add(n as u64, Ordering::Relaxed);
                 if conn.write_all(&buf[..n]).is_err() {
                     return;
                 }
-                sent.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
