@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 skipped=target/tmp/skipped.txt
 mkdir -p target/tmp && rm -f "$skipped"
+# The other HAProxy versions are fetched meanwhile (network, not CPU; cached for
+# scripts/test-haproxy-versions.sh, which waits for this first).
+(scripts/haproxy-versions.sh > target/tmp/haproxy-versions.log 2>&1 || true) &
+versions_fetch=$!
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --features failpoints -- -D warnings
 status=0
@@ -31,6 +35,7 @@ phase "the suite"
 cargo test --locked --workspace --all-targets --features failpoints --no-fail-fast || status=$?
 # The HAProxy-facing tests again on the other HAProxy versions distributions ship (2.2, 3.0).
 phase "other HAProxy versions"
+wait "$versions_fetch" || true
 scripts/test-haproxy-versions.sh || status=$?
 # The Debian package: built, linted, installed, exercised, upgraded to, removed (root only:
 # it runs dpkg; elsewhere it is listed as not run, and fails under CI=true).
