@@ -408,4 +408,32 @@ mod tests {
             Err(FileError::NoFileName { .. })
         ));
     }
+
+    #[test]
+    fn a_backup_on_another_file_system_is_a_flushed_copy() {
+        use std::os::unix::fs::MetadataExt;
+        // A hard link cannot cross file systems (EXDEV): the live file on tmpfs, its backup
+        // on the disk, so the copy branch runs.
+        let live_dir = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+        let bkup_dir = tempfile::tempdir().unwrap();
+        let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+        assert_ne!(
+            dev(live_dir.path()),
+            dev(bkup_dir.path()),
+            "the test needs two file systems"
+        );
+        let live = live_dir.path().join("haproxy.cfg");
+        let backup = bkup_dir.path().join("haproxy.cfg.BKUP");
+        fs::write(&live, b"old").unwrap();
+        assert!(replace_keeping_backup(&live, &backup, b"new", 0o600).unwrap());
+        assert_eq!(fs::read(&live).unwrap(), b"new");
+        assert_eq!(fs::read(&backup).unwrap(), b"old");
+        assert_eq!(mode_of(&backup), 0o600);
+        assert_eq!(
+            entries(bkup_dir.path()),
+            ["haproxy.cfg.BKUP"],
+            "no temporary left"
+        );
+        assert_eq!(entries(live_dir.path()), ["haproxy.cfg"]);
+    }
 }
