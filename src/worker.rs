@@ -176,6 +176,7 @@ async fn serve(
     reload: LogReload,
     log: Logger,
 ) -> Result<(), RunError> {
+    let mut signals = Signals::install().map_err(RunError::Runtime)?;
     let telemetry = Arc::new(Telemetry::default());
     let driver_settings = settings.clone();
     let driver_log = log.clone();
@@ -246,9 +247,7 @@ async fn serve(
             ],
         );
     }
-    let signal = wait_for_stop_signal(&reload, &log)
-        .await
-        .map_err(RunError::Runtime)?;
+    let signal = signals.wait_for_stop(&reload, &log).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     info!(log, "stopping: taking no new jobs, finishing the jobs in hand"; "signal" => signal);
     if supervisor
@@ -265,17 +264,34 @@ async fn serve(
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT, applying every SIGHUP meanwhile.
-async fn wait_for_stop_signal(reload: &LogReload, log: &Logger) -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => reload.apply(log).await,
+/// The signals the worker handles, installed before the first connection starts: a
+/// signal that came before its handler would take its default action (SIGHUP and SIGTERM
+/// end the process), so a `systemctl reload` or stop in the first moments would kill the
+/// worker instead of reloading it or stopping it gracefully.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, applying every SIGHUP meanwhile.
+    async fn wait_for_stop(&mut self, reload: &LogReload, log: &Logger) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => reload.apply(log).await,
+            }
         }
     }
 }
