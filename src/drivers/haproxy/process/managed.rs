@@ -1,11 +1,9 @@
 //! HAProxy run by the worker itself (`Managed`): master-worker mode, its files under the
 //! state dir (`ManagedPaths`), in a session of its own so that it outlives the worker;
 //! started, adopted, reloaded and stopped through its pid file, its master CLI and signals.
-//! When a start or reload fails, HAProxy's own alerts are read back from its log.
+//! When a start or reload fails, HAProxy's own alerts are read back from its log
+//! (`output_log`).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,8 +13,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 
-use super::super::alerts::messages;
 use super::super::runtime_api::StatsSocket;
+use super::output_log;
 use super::poll::{poll_until, POLL_INTERVAL};
 use super::procfs::{alive, cmdline_has, read_pid_file};
 use super::show_proc::{show_proc, ProcList, ShowProcError, WorkerProc};
@@ -41,9 +39,6 @@ const SETSID_PROGRAMS: [&str; 2] = ["/usr/bin/setsid", "/bin/setsid"];
 
 /// Name of the master CLI socket inside the state dir.
 pub const MASTER_SOCKET_NAME: &str = crate::config::state_files::MASTER_SOCKET;
-
-/// Most of the log read back to find HAProxy's alerts after a failed start or reload.
-const MAX_LOG_READ: u64 = 1024 * 1024;
 
 /// Where a managed HAProxy keeps its files.
 #[derive(Debug, Clone)]
@@ -266,25 +261,8 @@ impl Managed {
                 return Err(ProcessError::UnusablePath(path.clone()));
             }
         }
-        let log_err = |source| ProcessError::OpenLog {
-            path: p.log_file.clone(),
-            source,
-        };
-        if let Some(dir) = p.log_file.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(log_err)?;
-        }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&p.log_file)
-            .map_err(log_err)?;
-        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let (logger, log, stderr) = Self::spawn_logger(log, &p.log_file)?;
+        let (log, offset) = output_log::open(&p.log_file)?;
+        let (logger, log, stderr) = output_log::spawn_logger(log, &p.log_file)?;
         let mut cli = p.master_socket.clone().into_os_string();
         cli.push(",mode,600");
         // HAProxy gets a session (and process group) of its own: a Ctrl-C or a service
@@ -295,19 +273,7 @@ impl Managed {
         // the master waiting on it forever (seen with 2.6.12). setsid(1) execs in place when
         // not a group leader, so the pid we hold is the master's; setsid(2) itself would
         // need `unsafe` pre_exec.
-        let mut cmd = match setsid_program() {
-            Some(setsid) => {
-                let mut cmd = Command::new(setsid);
-                cmd.arg(&binary);
-                cmd
-            }
-            None => {
-                let mut cmd = Command::new(&binary);
-                cmd.process_group(0);
-                cmd
-            }
-        };
-        let child = cmd
+        let child = own_session(&binary)
             .arg("-W")
             .arg("-db")
             .arg("-f")
@@ -336,46 +302,6 @@ impl Managed {
             let _ = old.try_wait();
         }
         Ok((pid, offset))
-    }
-
-    /// HAProxy's standard output and error: a pipe to a `cat` that appends to the log.
-    ///
-    /// Not the file itself: HAProxy sets its standard output non-blocking with
-    /// `fcntl(F_SETFL)`, which clears `O_APPEND`, so after logrotate's `copytruncate` it
-    /// would go on writing at its old offset and leave a hole of NUL bytes as long as the
-    /// rotated content (seen with 2.6). `cat` keeps the file in append mode, so rotation in
-    /// place works. It runs in a session of its own, like HAProxy, so it outlives the
-    /// worker, and it exits when the last HAProxy process has closed the pipe.
-    fn spawn_logger(log: File, path: &Path) -> Result<(Child, Stdio, Stdio), ProcessError> {
-        let logger_err = |source| ProcessError::OpenLog {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut cmd = match setsid_program() {
-            Some(setsid) => {
-                let mut cmd = Command::new(setsid);
-                cmd.arg("cat");
-                cmd
-            }
-            None => {
-                let mut cmd = Command::new("cat");
-                cmd.process_group(0);
-                cmd
-            }
-        };
-        let mut logger = cmd
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(logger_err)?;
-        let Some(pipe) = logger.stdin.take() else {
-            let _ = logger.kill();
-            return Err(logger_err(std::io::Error::other("no pipe to the logger")));
-        };
-        let pipe = std::os::fd::OwnedFd::from(pipe);
-        let second = pipe.try_clone().map_err(logger_err)?;
-        Ok((logger, Stdio::from(pipe), Stdio::from(second)))
     }
 
     /// Waits until the master `pid` answers with a worker running.
@@ -468,31 +394,7 @@ impl Managed {
     /// master; all pids if `None`), else any `[ALERT]`, else the master's `[WARNING]`s,
     /// else the last lines written.
     fn alerts_since(&self, offset: u64, pid: Option<u32>) -> String {
-        settle(&self.paths.log_file);
-        let text = read_log_from(&self.paths.log_file, offset);
-        let mut lines = messages(&text, pid, &["[ALERT]"]);
-        if lines.is_empty() {
-            lines = messages(&text, None, &["[ALERT]"]);
-        }
-        if lines.is_empty() {
-            lines = messages(&text, pid, &["[WARNING]"]);
-        }
-        if lines.is_empty() {
-            let all: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            lines = all[all.len().saturating_sub(5)..]
-                .iter()
-                .map(|l| l.to_string())
-                .collect();
-        }
-        if lines.is_empty() {
-            format!("nothing in {}", self.paths.log_file.display())
-        } else {
-            lines.join("; ")
-        }
+        output_log::alerts_since(&self.paths.log_file, offset, pid)
     }
 
     /// Stops the master of this state dir; returns its pid, or `None` if none was running.
@@ -557,7 +459,7 @@ impl Process for Managed {
         let pid = self.master_pid().ok_or(ProcessError::NotRunning)?;
         let before = self.show_proc().map_err(ProcessError::MasterCli)?;
         let before = self.let_doomed_workers_finish(before)?;
-        let offset = log_len(&self.paths.log_file);
+        let offset = output_log::len(&self.paths.log_file);
         if self.master_cli().send_only("reload").is_err() {
             kill(Pid::from_raw(pid as i32), Signal::SIGUSR2)
                 .map_err(|source| ProcessError::Signal { pid, source })?;
@@ -633,43 +535,22 @@ fn setsid_program() -> Option<&'static Path> {
     SETSID_PROGRAMS.iter().map(Path::new).find(|p| p.is_file())
 }
 
-/// Waits (at most half a second) until the log stops growing: HAProxy's last lines pass
-/// through the logger's pipe a moment after HAProxy wrote them.
-fn settle(path: &Path) {
-    let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    let mut last = log_len(path);
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(30));
-        let now = log_len(path);
-        if now == last {
-            return;
+/// A command that runs `program` in a session of its own (see `spawn` for why), through
+/// setsid(1), which execs in place so the pid is `program`'s; a process group of its own
+/// where setsid(1) is missing.
+pub(super) fn own_session(program: &Path) -> Command {
+    match setsid_program() {
+        Some(setsid) => {
+            let mut cmd = Command::new(setsid);
+            cmd.arg(program);
+            cmd
         }
-        last = now;
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.process_group(0);
+            cmd
+        }
     }
-}
-
-fn log_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The log from `offset` (from the start if it was truncated since), at most `MAX_LOG_READ`.
-fn read_log_from(path: &Path, offset: u64) -> String {
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = if offset > len {
-        0
-    } else {
-        offset.max(len.saturating_sub(MAX_LOG_READ))
-    };
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_err()
-        || file.take(MAX_LOG_READ).read_to_end(&mut bytes).is_err()
-    {
-        return String::new();
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! starting, reloading and stopping it either ourselves (`managed`: master-worker mode under
 //! the state dir, HAProxy outliving the worker) or through the init system's commands
 //! (`service`). Both sit behind the `Process` trait so the driver does not care which one
-//! runs; both wait through `poll` and read processes through `procfs`. `watch` notices a
+//! runs; both wait through `poll` and read processes through `procfs`; a managed
+//! HAProxy writes its output through `output_log`. `watch` notices a
 //! managed master's exit at once and keeps the clock of the node-health snapshots.
 
 pub(crate) mod check;
 pub(crate) mod managed;
+pub(crate) mod output_log;
 pub(crate) mod poll;
 pub(crate) mod procfs;
 pub(crate) mod service;
